@@ -1,0 +1,134 @@
+// Python binding of the core: numpy buffers in, numpy buffers out; the GIL is released while
+// packing and convolving. Errors from the core (std::invalid_argument) surface as ValueError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "bnn.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using bnn::ConvShape;
+using bnn::PackedActivations;
+using bnn::PackedWeights;
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+using WordArray = py::array_t<uint64_t, py::array::c_style>;
+using Pair = std::pair<int64_t, int64_t>;
+
+namespace {
+
+void require_ndim(const py::array& a, py::ssize_t ndim, const char* what) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(what) + " must have " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(a.ndim()));
+}
+
+const float* optional_vector(const std::optional<FloatArray>& v, int64_t n, const char* what) {
+  if (!v) return nullptr;
+  if (v->ndim() != 1 || v->shape(0) != n)
+    throw py::value_error(std::string(what) + " must be a vector of " + std::to_string(n) + " values");
+  return v->data();
+}
+
+std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last, Pair padding) {
+  require_ndim(x, 4, "input");
+  auto out = std::make_shared<PackedActivations>();
+  const int64_t N = x.shape(0);
+  const int64_t C = channels_last ? x.shape(3) : x.shape(1);
+  const int64_t H = channels_last ? x.shape(1) : x.shape(2);
+  const int64_t W = channels_last ? x.shape(2) : x.shape(3);
+  py::gil_scoped_release release;
+  bnn::pack_activations(x.data(), N, C, H, W, channels_last, padding.first, padding.second, *out,
+                        bnn::ThreadPool::global());
+  return out;
+}
+
+FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                       int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias) {
+  ConvShape s;
+  s.N = x.N, s.C = x.C, s.H = x.H, s.W = x.W, s.ph = x.ph, s.pw = x.pw;
+  s.O = w.O, s.KH = w.KH, s.KW = w.KW;
+  s.sh = stride.first, s.sw = stride.second, s.dh = dilation.first, s.dw = dilation.second;
+  s.pad_value = pad_value;
+  if (w.C != x.C)
+    throw py::value_error("channel mismatch: input has " + std::to_string(x.C) + " channels, weights expect " +
+                          std::to_string(w.C));
+  s.validate();
+  bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
+  FloatArray out({s.N, s.O, s.OH(), s.OW()});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global());
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "XNOR-popcount binary convolution (bit-packed, SIMD with runtime dispatch, multi-threaded)";
+
+  m.def("available_isas", [] {
+    std::vector<std::string> names;
+    for (auto isa : bnn::supported_isas()) names.emplace_back(bnn::isa_name(isa));
+    return names;
+  }, "Instruction-set paths this CPU and build support, best first.");
+  m.def("active_isa", [] { return std::string(bnn::isa_name(bnn::active_isa())); });
+  m.def("set_isa", [](const std::string& name) { bnn::set_active_isa(bnn::isa_from_name(name)); }, py::arg("name"));
+  m.def("set_num_threads", [](int n) {
+    py::gil_scoped_release release;
+    bnn::ThreadPool::global().set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", [] { return bnn::ThreadPool::global().num_threads(); });
+
+  py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights")
+      .def_static("from_float", [](const FloatArray& w) {
+        require_ndim(w, 4, "weight");
+        py::gil_scoped_release release;
+        return std::make_shared<PackedWeights>(PackedWeights::from_float(w.data(), w.shape(0), w.shape(1), w.shape(2), w.shape(3)));
+      }, py::arg("weight"))
+      .def_static("from_bits", [](const WordArray& bits, int64_t in_channels) {
+        require_ndim(bits, 4, "packed bits");
+        if (in_channels < 1) throw py::value_error("in_channels must be >= 1");
+        if (bits.shape(3) != bnn::words_for(in_channels))
+          throw py::value_error("packed bits have " + std::to_string(bits.shape(3)) + " words per tap, in_channels=" +
+                                std::to_string(in_channels) + " needs " + std::to_string(bnn::words_for(in_channels)));
+        return std::make_shared<PackedWeights>(
+            PackedWeights::from_canonical(bits.data(), bits.shape(0), in_channels, bits.shape(1), bits.shape(2)));
+      }, py::arg("bits"), py::arg("in_channels"))
+      .def("bits", [](const PackedWeights& w) {
+        WordArray out({w.O, w.KH, w.KW, w.words});
+        w.to_canonical(out.mutable_data());
+        return out;
+      }, "Canonical packing [O][KH][KW][words] uint64; bit c%64 of word c//64 is set where the weight is negative.")
+      .def("tap_sums", [](const PackedWeights& w) {
+        py::array_t<int32_t> out({w.O, w.KH, w.KW});
+        std::copy(w.tap_sums.begin(), w.tap_sums.end(), out.mutable_data());
+        return out;
+      })
+      .def_readonly("out_channels", &PackedWeights::O)
+      .def_readonly("in_channels", &PackedWeights::C)
+      .def_property_readonly("kernel_size", [](const PackedWeights& w) { return Pair{w.KH, w.KW}; })
+      .def_readonly("words", &PackedWeights::words)
+      .def_property_readonly("nbytes", [](const PackedWeights& w) { return w.O * w.KH * w.KW * w.words * 8; });
+
+  py::class_<PackedActivations, std::shared_ptr<PackedActivations>>(m, "PackedActivations")
+      .def_property_readonly("shape", [](const PackedActivations& a) { return std::vector<int64_t>{a.N, a.C, a.H, a.W}; })
+      .def_property_readonly("padding", [](const PackedActivations& a) { return Pair{a.ph, a.pw}; })
+      .def_property_readonly("nbytes", [](const PackedActivations& a) { return static_cast<int64_t>(a.data.size() * 8); });
+
+  m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"));
+  m.def("conv2d_packed", &conv_packed, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
+        py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none());
+  m.def("conv2d", [](const FloatArray& x, bool channels_last, const PackedWeights& w, Pair stride, Pair padding,
+                     Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
+                     const std::optional<FloatArray>& bias) {
+    auto packed = pack(x, channels_last, padding);
+    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias);
+  }, py::arg("x"), py::arg("channels_last"), py::arg("weights"), py::arg("stride"), py::arg("padding"),
+     py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none());
+}

@@ -1,0 +1,98 @@
+// Binary (1-bit) convolution: bit-packing and XNOR-popcount convolution over packed words.
+// Plain C++17; no Python, no torch. Conventions (pinned by the tests):
+//   sign(x) = +1 for x >= 0, -1 otherwise (NaN -> -1); a set bit means -1.
+//   Packed activations are channels-last: [N][H + 2*ph][W + 2*pw][words], words = ceil(C / 64);
+//   the spatial border is all-zero bits (= +1), channel tail bits are zero in activations and
+//   weights alike, so they never count as mismatches.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bnn {
+
+constexpr int64_t kOutBlock = 16;  // output channels per weight block (two zmm / four ymm of u64)
+
+// 64-byte aligned, zero-initialised buffer of u64 words.
+class WordBuffer {
+ public:
+  WordBuffer() = default;
+  explicit WordBuffer(size_t n);
+  uint64_t* data() { return ptr_.get(); }
+  const uint64_t* data() const { return ptr_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  struct Free { void operator()(uint64_t* p) const; };
+  std::unique_ptr<uint64_t, Free> ptr_;
+  size_t n_ = 0;
+};
+
+inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
+
+struct ConvShape {
+  int64_t N = 1, C = 1, H = 1, W = 1;  // input
+  int64_t O = 1, KH = 1, KW = 1;       // weights
+  int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  int pad_value = 0;  // value of the padded border: -1, 0 or +1
+
+  int64_t OH() const { return (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1; }
+  int64_t OW() const { return (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1; }
+  // Throws std::invalid_argument naming the offending parameter.
+  void validate() const;
+};
+
+// Weights binarised and laid out for the kernels: [ceil(O/16)][KH][KW][words][16] u64, so one
+// vector load brings the same word of 16 consecutive output channels.
+class PackedWeights {
+ public:
+  static PackedWeights from_float(const float* w, int64_t O, int64_t C, int64_t KH, int64_t KW);
+  // canonical: [O][KH][KW][words] u64, bit (c % 64) of word (c / 64) set where w < 0.
+  static PackedWeights from_canonical(const uint64_t* bits, int64_t O, int64_t C, int64_t KH, int64_t KW);
+  void to_canonical(uint64_t* bits) const;
+
+  int64_t O = 0, C = 0, KH = 0, KW = 0, words = 0;
+  WordBuffer blocked;
+  std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
+
+ private:
+  void finish();
+};
+
+class PackedActivations {
+ public:
+  int64_t N = 0, C = 0, H = 0, W = 0, ph = 0, pw = 0, words = 0;
+  int64_t Hp() const { return H + 2 * ph; }
+  int64_t Wp() const { return W + 2 * pw; }
+  WordBuffer data;
+};
+
+// Per-output-channel affine transform fused into the epilogue: y = acc * scale[o] + bias[o].
+struct OutputTransform {
+  const float* scale = nullptr;  // may be null: 1
+  const float* bias = nullptr;   // may be null: 0
+};
+
+class ThreadPool;
+
+// x is float32, NCHW contiguous (channels_last=false) or NHWC contiguous (channels_last=true).
+void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool);
+
+// out: float32 NCHW [N][O][OH][OW].
+void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                   const OutputTransform& t, float* out, ThreadPool& pool);
+
+// ---- runtime dispatch -------------------------------------------------------------------
+enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
+const char* isa_name(Isa isa);
+Isa isa_from_name(const std::string& name);  // throws std::invalid_argument
+bool isa_supported(Isa isa);                 // compiled in and supported by this CPU
+std::vector<Isa> supported_isas();           // best first
+Isa active_isa();
+void set_active_isa(Isa isa);  // throws if unsupported
+
+}  // namespace bnn

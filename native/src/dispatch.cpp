@@ -1,0 +1,81 @@
+// Runtime CPU dispatch: detect once, pick one kernel table, let BNN_ISA or set_active_isa force
+// another (tests run every supported path).
+#include <atomic>
+#include <cstdlib>
+
+#include "kernels.h"
+
+namespace bnn {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+Isa isa_from_name(const std::string& name) {
+  if (name == "avx512") return Isa::avx512;
+  if (name == "avx2") return Isa::avx2;
+  if (name == "portable") return Isa::portable;
+  throw std::invalid_argument("unknown instruction set '" + name + "' (expected avx512, avx2 or portable)");
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::portable: return true;
+#if BNN_HAVE_X86
+    case Isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+    default: return false;
+  }
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::portable})
+    if (isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+static const KernelTable& table_for(Isa isa) {
+  switch (isa) {
+#if BNN_HAVE_X86
+    case Isa::avx512: return avx512_kernels();
+    case Isa::avx2: return avx2_kernels();
+#endif
+    default: return portable_kernels();
+  }
+}
+
+static Isa initial_isa() {
+  if (const char* forced = std::getenv("BNN_ISA"); forced && *forced) {
+    const Isa isa = isa_from_name(forced);
+    if (!isa_supported(isa))
+      throw std::invalid_argument(std::string("BNN_ISA=") + forced + " is not supported by this CPU/build");
+    return isa;
+  }
+  return supported_isas().front();
+}
+
+static std::atomic<const KernelTable*>& active_table() {
+  static std::atomic<const KernelTable*> table{&table_for(initial_isa())};
+  return table;
+}
+
+const KernelTable& active_kernels() { return *active_table().load(std::memory_order_acquire); }
+Isa active_isa() { return active_kernels().isa; }
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa))
+    throw std::invalid_argument(std::string("instruction set '") + isa_name(isa) + "' is not supported by this CPU/build");
+  active_table().store(&table_for(isa), std::memory_order_release);
+}
+
+}  // namespace bnn

@@ -1,0 +1,39 @@
+// The per-instruction-set entry points. Each kernels_<isa>.cpp defines one KernelTable by
+// including conv_driver.inc after its micro-kernel, so the same driver source is compiled once
+// per target with that target's flags.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "bnn.h"
+
+namespace bnn {
+
+struct ConvJob {
+  const PackedActivations* x;
+  const PackedWeights* w;
+  const ConvShape* s;
+  OutputTransform t;
+  float* out;
+  int64_t OH, OW;
+  const int64_t* tap_offsets;  // [KH*KW] offsets in words inside the padded input
+  int64_t k_total;             // C * KH * KW
+};
+
+struct KernelTable {
+  Isa isa;
+  // Packs 64 floats (n <= 64, the rest read as +1) into one word: bit i set where !(p[i] >= 0).
+  uint64_t (*sign_mask64)(const float* p, int64_t n);
+  // Computes output row `oh` of image `n` for output-channel block `ob`.
+  void (*conv_row)(const ConvJob& job, int64_t n, int64_t oh, int64_t ob);
+};
+
+const KernelTable& portable_kernels();
+#if BNN_HAVE_X86
+const KernelTable& avx2_kernels();
+const KernelTable& avx512_kernels();
+#endif
+const KernelTable& active_kernels();
+
+}  // namespace bnn

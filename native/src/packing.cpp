@@ -1,0 +1,217 @@
+// Shape validation, weight and activation packing, and the parallel convolution driver.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace bnn {
+
+WordBuffer::WordBuffer(size_t n) : n_(n) {
+  if (n == 0) return;
+  const size_t bytes = ((n * sizeof(uint64_t) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  ptr_.reset(static_cast<uint64_t*>(p));
+}
+void WordBuffer::Free::operator()(uint64_t* p) const { std::free(p); }
+
+namespace {
+
+constexpr int64_t kMaxElements = int64_t{1} << 40;  // guards every product below from overflow
+
+[[noreturn]] void invalid(const std::string& what) { throw std::invalid_argument(what); }
+
+void require_positive(const char* name, int64_t v) {
+  if (v < 1) invalid(std::string(name) + " must be >= 1, got " + std::to_string(v));
+  if (v > kMaxElements) invalid(std::string(name) + " is too large: " + std::to_string(v));
+}
+
+int64_t checked_product(std::initializer_list<int64_t> dims, const char* what) {
+  int64_t p = 1;
+  for (int64_t d : dims) {
+    if (d != 0 && p > kMaxElements / d) invalid(std::string(what) + " is too large (more than 2^40 elements)");
+    p *= d;
+  }
+  return p;
+}
+
+// Transposes a 64x64 bit matrix in place: afterwards bit c of a[p] is the old bit p of a[c].
+void transpose64(uint64_t a[64]) {
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= (m << j)) {
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+  }
+}
+
+}  // namespace
+
+void ConvShape::validate() const {
+  require_positive("batch size", N);
+  require_positive("in_channels", C);
+  require_positive("input height", H);
+  require_positive("input width", W);
+  require_positive("out_channels", O);
+  require_positive("kernel height", KH);
+  require_positive("kernel width", KW);
+  require_positive("stride height", sh);
+  require_positive("stride width", sw);
+  require_positive("dilation height", dh);
+  require_positive("dilation width", dw);
+  if (ph < 0 || pw < 0) invalid("padding must be >= 0, got (" + std::to_string(ph) + ", " + std::to_string(pw) + ")");
+  if (ph > kMaxElements || pw > kMaxElements) invalid("padding is too large");
+  if (pad_value < -1 || pad_value > 1) invalid("pad_value must be -1, 0 or 1, got " + std::to_string(pad_value));
+  checked_product({N, H + 2 * ph, W + 2 * pw, words_for(C)}, "padded packed input");
+  checked_product({N, C, H, W}, "input");
+  checked_product({O, C, KH, KW}, "weight");
+  const int64_t k_total = checked_product({C, KH, KW}, "reduction (in_channels x kernel area)");
+  // Results are integers in [-k_total, k_total]; float32 holds them exactly up to 2^24.
+  if (k_total > (int64_t{1} << 24))
+    invalid("in_channels x kernel area = " + std::to_string(k_total) + " exceeds 2^24, the exact range of float32");
+  checked_product({dh, KH - 1}, "dilated kernel height");
+  checked_product({dw, KW - 1}, "dilated kernel width");
+  if (OH() < 1 || OW() < 1)
+    invalid("output size would be " + std::to_string(OH()) + "x" + std::to_string(OW()) +
+            ": the dilated kernel (" + std::to_string(dh * (KH - 1) + 1) + "x" + std::to_string(dw * (KW - 1) + 1) +
+            ") is larger than the padded input (" + std::to_string(H + 2 * ph) + "x" + std::to_string(W + 2 * pw) + ")");
+  checked_product({N, O, OH(), OW()}, "output");
+}
+
+// ---- weights ------------------------------------------------------------------------------
+
+PackedWeights PackedWeights::from_float(const float* w, int64_t O, int64_t C, int64_t KH, int64_t KW) {
+  ConvShape s;
+  s.C = C, s.O = O, s.KH = KH, s.KW = KW, s.H = KH, s.W = KW;
+  s.validate();
+  const int64_t words = words_for(C);
+  std::vector<uint64_t> canonical(static_cast<size_t>(O * KH * KW * words), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < KH * KW; ++t) {
+        const float v = w[(o * C + c) * KH * KW + t];
+        if (!(v >= 0.0f)) canonical[(o * KH * KW + t) * words + c / 64] |= uint64_t{1} << (c % 64);
+      }
+  return from_canonical(canonical.data(), O, C, KH, KW);
+}
+
+PackedWeights PackedWeights::from_canonical(const uint64_t* bits, int64_t O, int64_t C, int64_t KH, int64_t KW) {
+  ConvShape s;
+  s.C = C, s.O = O, s.KH = KH, s.KW = KW, s.H = KH, s.W = KW;
+  s.validate();
+  PackedWeights pw;
+  pw.O = O, pw.C = C, pw.KH = KH, pw.KW = KW, pw.words = words_for(C);
+  const int64_t taps = KH * KW, blocks = (O + kOutBlock - 1) / kOutBlock;
+  const uint64_t tail_mask = (C % 64) ? ((uint64_t{1} << (C % 64)) - 1) : ~uint64_t{0};
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t t = 0; t < taps; ++t) {
+      const uint64_t last = bits[(o * taps + t) * pw.words + pw.words - 1];
+      if (last & ~tail_mask)
+        invalid("packed weights have bits set beyond in_channels=" + std::to_string(C) + " (output channel " +
+                std::to_string(o) + ")");
+    }
+  pw.blocked = WordBuffer(static_cast<size_t>(blocks * taps * pw.words * kOutBlock));
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t k = 0; k < pw.words; ++k)
+        pw.blocked.data()[((o / kOutBlock * taps + t) * pw.words + k) * kOutBlock + o % kOutBlock] =
+            bits[(o * taps + t) * pw.words + k];
+  pw.finish();
+  return pw;
+}
+
+void PackedWeights::finish() {
+  const int64_t taps = KH * KW;
+  tap_sums.assign(static_cast<size_t>(O * taps), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t t = 0; t < taps; ++t) {
+      int64_t neg = 0;
+      for (int64_t k = 0; k < words; ++k)
+        neg += __builtin_popcountll(blocked.data()[((o / kOutBlock * taps + t) * words + k) * kOutBlock + o % kOutBlock]);
+      tap_sums[o * taps + t] = static_cast<int32_t>(C - 2 * neg);
+    }
+}
+
+void PackedWeights::to_canonical(uint64_t* bits) const {
+  const int64_t taps = KH * KW;
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t k = 0; k < words; ++k)
+        bits[(o * taps + t) * words + k] = blocked.data()[((o / kOutBlock * taps + t) * words + k) * kOutBlock + o % kOutBlock];
+}
+
+// ---- activations --------------------------------------------------------------------------
+
+void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool) {
+  ConvShape s;
+  s.N = N, s.C = C, s.H = H, s.W = W, s.ph = ph, s.pw = pw, s.KH = 1, s.KW = 1;
+  s.validate();
+  out.N = N, out.C = C, out.H = H, out.W = W, out.ph = ph, out.pw = pw, out.words = words_for(C);
+  out.data = WordBuffer(static_cast<size_t>(N * out.Hp() * out.Wp() * out.words));
+  const KernelTable& kt = active_kernels();
+  const int64_t words = out.words, Wp = out.Wp(), HW = H * W;
+  uint64_t* dst = out.data.data();
+  auto pixel_word = [&](int64_t n, int64_t p) { return dst + ((n * out.Hp() + p / W + ph) * Wp + p % W + pw) * words; };
+
+  if (channels_last) {
+    // Each pixel's channels are contiguous: 64 floats -> one word.
+    const int64_t rows = N * H;
+    pool.parallel_for(rows, [&](int64_t r) {
+      const int64_t n = r / H, h = r % H;
+      for (int64_t w = 0; w < W; ++w) {
+        const float* src = x + ((n * H + h) * W + w) * C;
+        uint64_t* d = pixel_word(n, h * W + w);
+        for (int64_t k = 0; k < words; ++k) d[k] = kt.sign_mask64(src + k * 64, std::min<int64_t>(64, C - k * 64));
+      }
+    });
+    return;
+  }
+  // NCHW: sign masks of 64 pixels for each of 64 channels, then a 64x64 bit transpose.
+  const int64_t pblocks = (HW + 63) / 64;
+  pool.parallel_for(N * pblocks, [&](int64_t job) {
+    const int64_t n = job / pblocks, p0 = (job % pblocks) * 64, np = std::min<int64_t>(64, HW - p0);
+    alignas(64) uint64_t m[64];
+    for (int64_t k = 0; k < words; ++k) {
+      const int64_t c0 = k * 64, nc = std::min<int64_t>(64, C - c0);
+      for (int64_t c = 0; c < nc; ++c) m[c] = kt.sign_mask64(x + (n * C + c0 + c) * HW + p0, np);
+      for (int64_t c = nc; c < 64; ++c) m[c] = 0;
+      transpose64(m);
+      for (int64_t p = 0; p < np; ++p) pixel_word(n, p0 + p)[k] = m[p];
+    }
+  });
+}
+
+// ---- convolution --------------------------------------------------------------------------
+
+void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                   const OutputTransform& t, float* out, ThreadPool& pool) {
+  s.validate();
+  if (x.N != s.N || x.C != s.C || x.H != s.H || x.W != s.W || x.ph != s.ph || x.pw != s.pw)
+    invalid("packed activations do not match the convolution shape");
+  if (w.O != s.O || w.C != s.C || w.KH != s.KH || w.KW != s.KW)
+    invalid("packed weights do not match the convolution shape");
+  ConvJob job;
+  job.x = &x, job.w = &w, job.s = &s, job.t = t, job.out = out;
+  job.OH = s.OH(), job.OW = s.OW();
+  std::vector<int64_t> taps(static_cast<size_t>(s.KH * s.KW));
+  for (int64_t kh = 0; kh < s.KH; ++kh)
+    for (int64_t kw = 0; kw < s.KW; ++kw) taps[kh * s.KW + kw] = (kh * s.dh * x.Wp() + kw * s.dw) * x.words;
+  job.tap_offsets = taps.data();
+  job.k_total = s.C * s.KH * s.KW;
+  const KernelTable& kt = active_kernels();
+  const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
+  const int64_t rows = s.N * job.OH;
+  pool.parallel_for(rows * blocks, [&](int64_t i) {
+    const int64_t row = i / blocks, ob = i % blocks;
+    kt.conv_row(job, row / job.OH, row % job.OH, ob);
+  });
+}
+
+}  // namespace bnn
