@@ -103,6 +103,8 @@ def _default_threads() -> int:
 
 
 set_num_threads(_default_threads())
+# Detect (or take BNN_ISA's forced choice) once, at import: a bad BNN_ISA fails here, loudly.
+_core.active_isa()
 
 
 # ---- argument checking -------------------------------------------------------------------

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh Debian/Ubuntu machine: the Fashion-MNIST Debian package, a venv
+# in .venv with the CPU build of torch, and the project (its C++ core compiled by pip).
+# Idempotent: a second run only rebuilds the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "[setup] installing the Debian package dataset-fashion-mnist"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+for tool in cmake g++; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "[setup] installing the C++ toolchain"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cmake g++ >/dev/null
+    break
+  fi
+done
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+# torch first and pinned: an unpinned resolve could pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+echo "[setup] building and installing the project (compiles native/)"
+.venv/bin/python -m pip install -q -e ".[test,train]"
+.venv/bin/python -c "from service import kernel; print('[setup] kernel paths:', kernel.available_isas(), 'active:', kernel.active_isa())"

@@ -1,0 +1,196 @@
+"""The binary convolution equals the float reference exactly, on every dispatch path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service import kernel
+from service.kernel import binary_conv2d, pack_weights, packed_bits, sign, unpack_weights
+
+ISAS = kernel.available_isas()
+
+
+def reference(x, w, stride=1, padding=0, dilation=1, pad_value=0, groups=1):
+    """F.conv2d on the ±1 values; a non-zero pad value is applied by F.pad first."""
+    sx, sw = sign(x), sign(w)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    if pad_value != 0:
+        sx = F.pad(sx, (pw, pw, ph, ph), value=float(pad_value))
+        ph = pw = 0
+    return F.conv2d(sx, sw, stride=stride, padding=(ph, pw), dilation=dilation, groups=groups)
+
+
+@st.composite
+def conv_cases(draw):
+    n = draw(st.integers(1, 3))
+    c = draw(st.sampled_from([1, 2, 3, 7, 31, 63, 64, 65, 100, 127, 128, 129, 200]))
+    o = draw(st.integers(1, 40))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    min_h = max(1, dh * (kh - 1) + 1 - 2 * ph)
+    min_w = max(1, dw * (kw - 1) + 1 - 2 * pw)
+    h = draw(st.integers(min_h, min_h + 10))
+    w = draw(st.integers(min_w, min_w + 10))
+    pad_value = draw(st.sampled_from([0, 1, -1]))
+    layout = draw(st.sampled_from(["nchw", "channels_last", "strided"]))
+    as_int = draw(st.booleans())
+    geometry = (sh, sw), (ph, pw), (dh, dw)
+    if as_int and sh == sw and ph == pw and dh == dw:
+        geometry = sh, ph, dh
+    return (n, c, h, w), (o, c, kh, kw), geometry, pad_value, layout, draw(st.integers(0, 2**31 - 1))
+
+
+def make_input(shape, layout, seed):
+    g = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    if layout == "strided":  # a non-contiguous view: every other column of a wider tensor
+        return torch.randn(n, c, h, 2 * w, generator=g)[..., ::2]
+    x = torch.randn(shape, generator=g)
+    # Exact zeros must binarise to +1.
+    x[x.abs() < 0.05] = 0.0
+    return x.to(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_cases())
+def test_matches_reference_on_every_path(isa, case):
+    xshape, wshape, (stride, padding, dilation), pad_value, layout, seed = case
+    x = make_input(xshape, layout, seed)
+    w = torch.randn(wshape, generator=torch.Generator().manual_seed(seed + 1))
+    expected = reference(x, w, stride, padding, dilation, pad_value)
+    with kernel.use_isa(isa):
+        got = binary_conv2d(x, w, stride, padding, dilation, pad_value)
+        got_packed = binary_conv2d(x, pack_weights(w), stride, padding, dilation, pad_value)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.equal(got, expected)
+    assert torch.equal(got_packed, expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c", [1, 63, 64, 65, 127, 128, 129, 191, 256, 257, 513])
+def test_channel_tail_bits(isa, c):
+    x, w = torch.randn(2, c, 5, 6), torch.randn(17, c, 3, 3)
+    with kernel.use_isa(isa):
+        assert torch.equal(binary_conv2d(x, w, padding=1), reference(x, w, padding=1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_degenerate_shapes(isa):
+    with kernel.use_isa(isa):
+        x, w = torch.randn(1, 3, 1, 1), torch.randn(5, 3, 1, 1)  # 1x1 everything
+        assert torch.equal(binary_conv2d(x, w), reference(x, w))
+        x, w = torch.randn(2, 9, 4, 6), torch.randn(4, 9, 4, 6)  # kernel = input size
+        assert torch.equal(binary_conv2d(x, w), reference(x, w))
+        x, w = torch.randn(1, 70, 2, 3), torch.randn(33, 70, 5, 5)  # kernel larger than input, padded
+        for pv in (0, 1, -1):
+            assert torch.equal(binary_conv2d(x, w, padding=2, pad_value=pv), reference(x, w, padding=2, pad_value=pv))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_sign_convention(isa):
+    # sign(0) = sign(-0.0) = +1, sign(x < 0) = -1, NaN -> -1, +inf -> +1, -inf -> -1.
+    values = torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("nan"), float("inf"), float("-inf"), -2.0])
+    x = values.view(1, -1, 1, 1)
+    w = torch.ones(1, values.numel(), 1, 1)
+    expected = torch.tensor([1, 1, 1, -1, -1, 1, -1, -1], dtype=torch.float32)
+    with kernel.use_isa(isa):
+        for i in range(values.numel()):
+            one_hot = torch.full_like(w, 0.0)
+            one_hot[0, i] = 1.0
+            # Isolate channel i: sign(w) = +1 everywhere, so subtract the other channels' contribution.
+            others = sign(torch.cat([values[:i], values[i + 1:]])).sum()
+            assert binary_conv2d(x, w).item() - others.item() == expected[i].item()
+
+
+def test_float64_tiny_negatives_stay_negative():
+    x = torch.full((1, 4, 3, 3), -1e-300, dtype=torch.float64)
+    w = torch.ones(2, 4, 1, 1, dtype=torch.float64)
+    assert torch.equal(binary_conv2d(x, w), torch.full((1, 2, 3, 3), -4.0))
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_groups_and_depthwise(groups):
+    x, w = torch.randn(2, 8, 7, 7), torch.randn(8, 8 // groups, 3, 3)
+    assert torch.equal(binary_conv2d(x, w, padding=1, groups=groups), reference(x, w, padding=1, groups=groups))
+    wd = torch.randn(8, 1, 3, 3)
+    assert torch.equal(binary_conv2d(x, wd, padding=1, groups=8), reference(x, wd, padding=1, groups=8))
+
+
+def test_fused_scale_and_bias():
+    x, w = torch.randn(2, 70, 6, 6), torch.randn(20, 70, 3, 3)
+    scale, bias = torch.rand(20) + 0.5, torch.randn(20)
+    got = binary_conv2d(x, w, padding=1, scale=scale, bias=bias)
+    expected = reference(x, w, padding=1) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    assert torch.equal(got, expected)
+
+
+def test_packed_bits_round_trip():
+    w = torch.randn(19, 70, 3, 2)
+    packed = pack_weights(w)
+    bits = packed_bits(packed)
+    assert bits.dtype == torch.uint8 and tuple(bits.shape) == (19, 3, 2, 16)
+    assert (packed.out_channels, packed.in_channels, packed.kernel_size) == (19, 70, (3, 2))
+    again = unpack_weights(bits, 70)
+    x = torch.randn(1, 70, 5, 5)
+    assert torch.equal(binary_conv2d(x, again), reference(x, w))
+    bad = bits.clone()
+    bad[0, 0, 0, 15] |= 0x80  # a bit beyond in_channels=70
+    with pytest.raises(ValueError, match="beyond in_channels"):
+        unpack_weights(bad, 70)
+    with pytest.raises(ValueError, match="words per tap"):
+        unpack_weights(bits, 200)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_count_is_respected_and_exact(threads):
+    previous = kernel.get_num_threads()
+    try:
+        kernel.set_num_threads(threads)
+        assert kernel.get_num_threads() == threads
+        x, w = torch.randn(3, 65, 13, 11), torch.randn(37, 65, 3, 3)
+        assert torch.equal(binary_conv2d(x, w, padding=1), reference(x, w, padding=1))
+    finally:
+        kernel.set_num_threads(previous)
+
+
+def test_concurrent_callers_get_their_own_answers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [(torch.randn(1, 64, 9, 9), torch.randn(32, 64, 3, 3)) for _ in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: binary_conv2d(c[0], c[1], padding=1), cases * 4))
+    for (x, w), got in zip(cases * 4, results):
+        assert torch.equal(got, reference(x, w, padding=1))
+
+
+def test_dispatch_reports_and_forces_paths():
+    assert kernel.active_isa() in ISAS
+    assert ISAS[-1] == "portable"
+    for isa in ISAS:
+        with kernel.use_isa(isa):
+            assert kernel.active_isa() == isa
+    with pytest.raises(ValueError, match="unknown instruction set"):
+        kernel.set_isa("sse9")
+
+
+def test_env_var_forces_path_at_import():
+    import subprocess
+    import sys
+
+    for isa in ISAS:
+        out = subprocess.run(
+            [sys.executable, "-c", "from service import kernel; print(kernel.active_isa())"],
+            env={"BNN_ISA": isa, "PATH": ""}, capture_output=True, text=True, check=True,
+        )
+        assert out.stdout.strip() == isa
+    bad = subprocess.run(
+        [sys.executable, "-c", "import service.kernel"], env={"BNN_ISA": "bogus"}, capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "unknown instruction set" in bad.stderr
