@@ -1,0 +1,82 @@
+# bnn-serve: binary CNN inference on CPUs.
+#
+#   docker build -t bnn-serve .
+#   docker run --rm -p 8000:8000 bnn-serve
+#
+# Stages:
+#   deps     python:3.11-slim + a virtualenv (/opt/venv) with the CPU build of torch and the
+#            project's runtime dependencies (read from pyproject.toml, so this layer is cached until
+#            the dependencies change); test binaries and C++ headers of torch are pruned here.
+#   builder  python:3.11-slim + build-essential/cmake: builds the wheel (`pip wheel --no-deps .`).
+#   runtime  python:3.11-slim, no compiler: the venv from `deps`, the wheel, model_store/, a non-root user.
+#
+# The CPU build of torch: on machines with the real python:3.11-slim pass
+#   --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (local versions such as 2.13.0+cpu satisfy torch==2.13.0 and are preferred). The sandbox's
+# stand-in image already carries the CPU wheel as a pip find-links (/opt/wheels).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS deps
+# Build-time only (not persisted in the image): pip reads it from the environment of RUN.
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml ./
+# Runtime dependencies only (not the test/train extras); torch first so that the CPU build is chosen.
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+ && /opt/venv/bin/pip install --no-compile "$(grep '^torch' requirements.txt)" \
+ && /opt/venv/bin/pip install --no-compile -r requirements.txt \
+ && /opt/venv/bin/python -c 'import torch; assert "+cpu" in torch.__version__ or not torch.backends.cuda.is_built(), torch.__version__' \
+ && T=$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
+ && rm -rf "$T/test" "$T/include" "$T/share/cmake" \
+           "$T"/lib/libjitbackend_test.so "$T"/lib/libtorchbind_test.so \
+           "$T"/lib/libbackend_with_compiler.so "$T"/lib/libaoti_custom_ops.so \
+ && find "$T/bin" -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
+ && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib > /dev/null \
+ && /opt/venv/bin/python -c 'import torch, numpy, fastapi, uvicorn, PIL; torch.ones(2).sum()'
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY native/ native/
+COPY service/ service/
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+ && ls -l /wheels
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="bnn-serve" \
+      org.opencontainers.image.description="Binary (1-bit) CNN inference on CPUs" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    BNN_MODEL_STORE=/app/model_store
+RUN groupadd --system --gid 10001 bnn \
+ && useradd --system --uid 10001 --gid bnn --home-dir /app --no-create-home --shell /usr/sbin/nologin bnn
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=builder /wheels/ /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-compile /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/service > /dev/null
+WORKDIR /app
+COPY --chown=root:root model_store/ /app/model_store/
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4).status == 200 else 1)"]
+STOPSIGNAL SIGTERM
+CMD ["bnn-serve", "--host", "0.0.0.0", "--port", "8000"]
