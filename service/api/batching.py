@@ -1,0 +1,190 @@
+"""Dynamic batching: one queue and one worker per model, so concurrent requests share kernel calls.
+
+Requests put rows (images) into the queue; the worker takes the first waiting rows, waits up to
+``max_queue_delay_ms`` for more until ``max_batch_size``, and runs ``model.predict`` in a worker
+thread (the kernel releases the GIL), so the event loop never runs the kernel. While a batch
+computes, new rows pile up and form the next batch without waiting. The queue is bounded: when
+full, requests fail fast with 503 + Retry-After instead of waiting behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from service.api.errors import RequestTimeout, ServiceError, ServiceOverloaded
+from service.api.metrics import ServiceMetrics
+
+logger = logging.getLogger("bnn.api")
+
+
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class _Chunk:
+    rows: torch.Tensor
+    future: asyncio.Future
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+class BatchFailed(ServiceError):
+    status_code = 500
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: Predictor,
+        metrics: ServiceMetrics,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+    ) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_size = max_queue_size
+        self._pending: collections.deque[_Chunk] = collections.deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bnn-{model.name}")
+        self._worker: asyncio.Task | None = None
+        self.model_calls = 0  # kernel-side calls made, for tests and logs
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.model.name}")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for chunk in self._pending:
+            if not chunk.future.done():
+                chunk.future.set_exception(ServiceOverloaded("the service is shutting down"))
+        self._pending.clear()
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, rows: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        """Logits for ``rows`` [N, C, H, W], computed in batches with other requests' rows."""
+        n = rows.shape[0]
+        if self._queued_rows + n > self.max_queue_size:
+            self.metrics.inference_failures.labels(self.model.name, "queue_full").inc(n)
+            raise ServiceOverloaded(
+                f"model {self.model.name!r} has {self._queued_rows} images queued (limit {self.max_queue_size}); "
+                "retry later",
+                retry_after_s=max(1, round(self.max_queue_delay_s + 1)),
+            )
+        loop = asyncio.get_running_loop()
+        chunks = [
+            _Chunk(rows[i : i + self.max_batch_size], loop.create_future())
+            for i in range(0, n, self.max_batch_size)
+        ]
+        self._pending.extend(chunks)
+        self._queued_rows += n
+        self.metrics.queue_depth.labels(self.model.name).set(self._queued_rows)
+        self._wakeup.set()
+        futures = [c.future for c in chunks]
+        try:
+            async with asyncio.timeout(timeout_s):
+                parts = await asyncio.gather(*futures)
+        except TimeoutError:
+            for f in futures:
+                f.cancel()  # the worker skips cancelled chunks still queued
+            self.metrics.inference_failures.labels(self.model.name, "timeout").inc(n)
+            raise RequestTimeout(f"inference on {self.model.name!r} did not finish within {timeout_s:g} s") from None
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    # ---- the worker ------------------------------------------------------------------------
+
+    async def _next_batch(self) -> list[_Chunk]:
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_queue_delay_s
+        while self._rows_waiting() < self.max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
+        batch, rows = [], 0
+        while self._pending and rows + self._pending[0].rows.shape[0] <= self.max_batch_size:
+            chunk = self._pending.popleft()
+            self._queued_rows -= chunk.rows.shape[0]
+            if chunk.future.done():  # timed out or cancelled while waiting
+                continue
+            batch.append(chunk)
+            rows += chunk.rows.shape[0]
+        self.metrics.queue_depth.labels(self.model.name).set(self._queued_rows)
+        return batch
+
+    def _rows_waiting(self) -> int:
+        return sum(c.rows.shape[0] for c in self._pending if not c.future.done())
+
+    def _compute(self, inputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.predict(inputs)
+        return out, time.perf_counter() - start
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        name = self.model.name
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            now = time.perf_counter()
+            for chunk in batch:
+                self.metrics.queue_time.labels(name).observe(now - chunk.enqueued_at)
+            inputs = batch[0].rows if len(batch) == 1 else torch.cat([c.rows for c in batch])
+            try:
+                out, seconds = await loop.run_in_executor(self._executor, self._compute, inputs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a model failure fails this batch's requests, not the worker
+                logger.exception("model %r failed on a batch of %d", name, inputs.shape[0])
+                self.metrics.inference_failures.labels(name, "error").inc(inputs.shape[0])
+                error = BatchFailed(f"inference failed on model {name!r}: {type(exc).__name__}")
+                for chunk in batch:
+                    if not chunk.future.done():
+                        chunk.future.set_exception(error)
+                continue
+            self.model_calls += 1
+            self.metrics.compute_time.labels(name).observe(seconds)
+            self.metrics.batch_size.labels(name).observe(inputs.shape[0])
+            self.metrics.inferences.labels(name).inc(inputs.shape[0])
+            start = 0
+            for chunk in batch:
+                n = chunk.rows.shape[0]
+                if not chunk.future.done():
+                    chunk.future.set_result(out[start : start + n])
+                start += n
+
+
+def make_batchers(models: dict[str, Any], metrics: ServiceMetrics, **limits: Any) -> dict[str, Batcher]:
+    return {name: Batcher(model, metrics, **limits) for name, model in models.items()}

@@ -1,0 +1,40 @@
+"""The one place every service setting lives; each can be set from the environment as BNN_<NAME>."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_model_store() -> Path:
+    """``./model_store`` when the working directory has one, else the one next to the repository."""
+    here = Path.cwd() / "model_store"
+    return here if here.is_dir() else _REPO_ROOT / "model_store"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BNN_", extra="ignore", protected_namespaces=())
+
+    model_store: Path = Field(default_factory=_default_model_store, description="Folder with one subfolder per model.")
+    default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
+    kernel_threads: int | None = Field(None, ge=1, description="Threads of the binary kernel (default: the kernel's own).")
+
+    max_batch_size: int = Field(32, ge=1, description="Most images one model call takes; 1 turns batching off.")
+    max_queue_delay_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill once its first image arrived.")
+    max_queue_size: int = Field(512, ge=1, description="Images waiting per model before requests get 503.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Longest a request waits for its results (504 after).")
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_image_pixels: int = Field(16 * 1024 * 1024, ge=1, description="Largest decoded image, width x height (413 above).")
+    max_conv_elements: int = Field(16 * 1024 * 1024, ge=1, description="Largest tensor /conv accepts or returns.")
+    max_conv_ops: int = Field(2**36, ge=1, description="Largest /conv work: output elements x C x KH x KW.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")

@@ -1,0 +1,63 @@
+"""Decoding uploaded images with Pillow, safely: size checked from the header before any pixel is decoded."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, UnidentifiedImageError
+
+from service.api.errors import InvalidInput, PayloadTooLarge
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+# Modes the model's preprocessing can take as they are; anything else is brought to one of them first.
+_DIRECT_MODES = ("L", "RGB")
+
+
+def configure_pillow(max_image_pixels: int) -> None:
+    """Make Pillow's own bomb guard agree with ours (it is process-wide, as is this service)."""
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
+    """An 8-bit L or RGB image from PNG/JPEG/WebP/BMP bytes; animated images give their first frame.
+
+    Raises InvalidInput (400) for empty, undecodable or truncated data and PayloadTooLarge (413)
+    when width x height exceeds ``max_pixels`` (checked from the header, before decoding).
+    """
+    if not data:
+        raise InvalidInput(f"{filename}: empty file")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLarge(f"{filename}: image exceeds the limit of {max_pixels} pixels") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"{filename}: not a PNG, JPEG, WebP or BMP image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"{filename}: cannot read image header: {exc}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidInput(f"{filename}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"{filename}: image is {width}x{height}, over the limit of {max_pixels} pixels")
+    try:
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        image.load()
+        return _to_direct_mode(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLarge(f"{filename}: image exceeds the limit of {max_pixels} pixels") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidInput(f"{filename}: cannot decode image: {exc}") from None
+
+
+def _to_direct_mode(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in _DIRECT_MODES:
+        return image
+    if mode in ("1", "LA", "La") or (mode == "P" and image.palette is not None and image.palette.mode in ("L", "LA")):
+        return image.convert("L")
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # High bit depth grey: rescale its range to 0..255 (mode "I;16" is 0..65535).
+        scale = 1 / 256 if mode.startswith("I;16") or mode == "I" else 255.0
+        return image.convert("F").point(lambda v: v * scale).convert("L")
+    return image.convert("RGB")  # P, PA, RGBA, RGBX, CMYK, YCbCr, LAB, HSV: alpha is dropped

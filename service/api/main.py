@@ -1,0 +1,100 @@
+"""The application factory: settings in, a FastAPI app out; the lifespan loads models and starts batchers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+
+import service
+from service import kernel
+from service.api.batching import Batcher
+from service.api.config import Settings
+from service.api.deps import ServiceState
+from service.api.errors import install_error_handlers
+from service.api.images import configure_pillow
+from service.api.metrics import ServiceMetrics
+from service.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from service.api.routes import conv, health, metrics, models, predict, v2
+
+logger = logging.getLogger("bnn.api")
+
+
+class StoreLike(Protocol):
+    """What the app needs from ``service.model.ModelStore``: ready models and load errors."""
+
+    models: dict[str, Any]
+    errors: dict[str, str]
+
+
+def load_store(settings: Settings) -> StoreLike:
+    from service.model import ModelStore  # imported late: the API layer is usable with an injected store
+
+    return ModelStore.load(settings.model_store)
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for the access log, plain lines for the rest (once per process)."""
+    root = logging.getLogger("bnn")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(level.upper())
+
+
+def create_app(settings: Settings | None = None, *, store: StoreLike | None = None) -> FastAPI:
+    """Build the service. ``store`` replaces loading ``settings.model_store`` (tests, benchmarks)."""
+    settings = settings or Settings()
+    state = ServiceState(settings=settings, metrics=ServiceMetrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.kernel_threads is not None:
+            kernel.set_num_threads(settings.kernel_threads)
+        configure_pillow(settings.max_image_pixels)
+        loaded = store if store is not None else await asyncio.to_thread(load_store, settings)
+        state.models, state.errors = dict(loaded.models), dict(loaded.errors)
+        for name, reason in state.errors.items():
+            logger.warning("model %r is not ready: %s", name, reason)
+            state.metrics.model_ready.labels(name).set(0)
+        limits = dict(max_batch_size=settings.max_batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
+                      max_queue_size=settings.max_queue_size)
+        for name, model in state.models.items():
+            batcher = Batcher(model, state.metrics, **limits)
+            batcher.start()
+            state.batchers[name] = batcher
+            state.metrics.model_ready.labels(name).set(1)
+        state.ready = True
+        logger.info("serving models %s on %d kernel threads (%s)", sorted(state.batchers),
+                    kernel.get_num_threads(), kernel.active_isa())
+        try:
+            yield
+        finally:
+            state.ready = False
+            for batcher in state.batchers.values():
+                await batcher.stop()
+
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="bnn-serve",
+        version=service.__version__,
+        description="Binary (1-bit) CNN inference on CPUs: image classification, the raw binary convolution, "
+        "and the Open Inference Protocol (v2). Every error body is `{\"error\": \"...\"}`.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    for router in (predict.router, conv.router, models.router, v2.health_router, v2.router,
+                   health.router, metrics.router):
+        app.include_router(router)
+    # Outermost last: observability sees every response, including the 413s of the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=state.metrics)
+    return app

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from fastapi import APIRouter, File, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import ApiKeyDep, ModelQuery, StateDep
+from service.api.errors import InvalidInput, PayloadTooLarge
+from service.api.images import decode_image
+from service.api.schemas import ErrorBody, ImageResult, Prediction, PredictResponse
+
+router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503, 504)}
+
+
+def _preprocess(model, files: list[tuple[str, bytes]], max_pixels: int) -> torch.Tensor:
+    """Decode and convert every upload as the model's manifest says: [N, C, H, W] float32."""
+    tensors = []
+    for filename, data in files:
+        image = decode_image(data, filename, max_pixels)
+        tensors.append(model.preprocess(image))
+    return torch.stack(tensors)
+
+
+def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[Prediction]]:
+    probabilities = torch.softmax(logits.to(torch.float64), dim=1)
+    k = min(top_k, probabilities.shape[1])
+    values, indices = torch.topk(probabilities, k, dim=1)  # sorted, highest first
+    return [
+        [Prediction(index=int(i), label=labels[int(i)] if int(i) < len(labels) else str(int(i)), probability=float(p))
+         for p, i in zip(row_values.tolist(), row_indices.tolist())]
+        for row_values, row_indices in zip(values, indices)
+    ]
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    summary="Classify uploaded images",
+    description="Multipart upload; repeat the `file` field for several images. Results keep upload order; "
+    "each lists the top_k classes by probability. PNG, JPEG, WebP and BMP in any mode are accepted; "
+    "animated images are classified by their first frame.",
+)
+async def predict(
+    state: StateDep,
+    file: Annotated[list[UploadFile], File(description="One or more images (repeat the field).")],
+    model: ModelQuery = None,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="How many classes to return per image.")] = 5,
+) -> PredictResponse:
+    loaded, batcher = state.resolve(model)
+    settings = state.settings
+    if len(file) > settings.max_queue_size:
+        raise PayloadTooLarge(f"{len(file)} images in one request; the limit is {settings.max_queue_size}")
+    uploads = []
+    for upload in file:
+        name = upload.filename or f"file{len(uploads)}"
+        uploads.append((name, await upload.read()))
+    if not uploads:
+        raise InvalidInput("no images uploaded: send one or more `file` fields")
+    batch = await run_in_threadpool(_preprocess, loaded, uploads, settings.max_image_pixels)
+    logits = await batcher.predict(batch, settings.request_timeout_s)
+    ranked = top_predictions(logits, list(loaded.labels), top_k)
+    return PredictResponse(
+        model=loaded.name,
+        version=str(loaded.version),
+        results=[ImageResult(filename=name, predictions=preds) for (name, _), preds in zip(uploads, ranked)],
+    )

@@ -1,0 +1,215 @@
+"""Request and response bodies (pydantic only; the routes live in routes/)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IntOrPair = Union[int, tuple[int, int]]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(examples=["model 'nope' not found; available: ['fashion-mnist-bnn']"])
+
+
+# ---- /predict ----------------------------------------------------------------------------
+
+
+class Prediction(BaseModel):
+    index: int = Field(examples=[9])
+    label: str = Field(examples=["Ankle boot"])
+    probability: float = Field(examples=[0.93])
+
+
+class ImageResult(BaseModel):
+    filename: str = Field(examples=["boot.png"])
+    predictions: list[Prediction]
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "model": "fashion-mnist-bnn", "version": "1",
+                "results": [{"filename": "boot.png", "predictions": [
+                    {"index": 9, "label": "Ankle boot", "probability": 0.93},
+                    {"index": 7, "label": "Sneaker", "probability": 0.05},
+                ]}],
+            }]
+        }
+    )
+
+    model: str
+    version: str
+    results: list[ImageResult]
+
+
+# ---- /conv -------------------------------------------------------------------------------
+
+
+class TensorBody(BaseModel):
+    """A float32 tensor: ``data`` (flat, row-major) or ``b64`` (little-endian float32 bytes), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int] = Field(min_length=1, max_length=8, examples=[[1, 1, 3, 3]])
+    dtype: Literal["float32"] = "float32"
+    data: list[float] | None = Field(None, examples=[[1, -1, 1, -1, 1, -1, 1, -1, 1]])
+    b64: str | None = Field(None, examples=["AACAPwAAgL8AAIA/AACAvwAAgD8AAIC/AACAPwAAgL8AAIA/"])
+
+
+class LayerRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(examples=["fashion-mnist-bnn"])
+    layer: str = Field(examples=["features.3"])
+
+
+class ConvRequest(BaseModel):
+    """Binary convolution of sign(input) with sign(weight), exactly as ``service.kernel.binary_conv2d``.
+
+    Binarisation: +1 where x >= 0 (so 0 and +inf give +1), -1 otherwise (so NaN and -inf give -1).
+    Give either ``weight`` or ``model`` + ``layer`` (a loaded model's binary layer, whose stored
+    stride/padding/dilation/pad_value apply; geometry given in the request must then match it).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "input": {"shape": [1, 1, 3, 3], "data": [1, -1, 1, -1, 1, -1, 1, -1, 1]},
+                    "weight": {"shape": [1, 1, 2, 2], "data": [1, 1, -1, -1]},
+                    "stride": 1, "padding": 0, "dilation": 1, "pad_value": 0,
+                },
+                {"input": {"shape": [1, 16, 14, 14], "dtype": "float32", "b64": "<3136 float32 values, base64>"},
+                 "model": "fashion-mnist-bnn", "layer": "features.3"},
+            ]
+        },
+    )
+
+    input: TensorBody
+    weight: TensorBody | None = None
+    model: str | None = None
+    layer: str | None = None
+    stride: IntOrPair | None = Field(None, description="int or [h, w], >= 1 (default 1)")
+    padding: IntOrPair | None = Field(None, description="int or [h, w], >= 0 (default 0)")
+    dilation: IntOrPair | None = Field(None, description="int or [h, w], >= 1 (default 1)")
+    pad_value: Literal[-1, 0, 1] | None = Field(None, description="value of padded cells (default 0)")
+
+
+class ConvResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"shape": [1, 1, 2, 2], "data": [0.0, 0.0, 0.0, 0.0]}]}
+    )
+
+    shape: list[int]
+    dtype: Literal["float32"] = "float32"
+    data: list[float] | None = None
+    b64: str | None = None
+
+
+# ---- /models -----------------------------------------------------------------------------
+
+
+class ModelStatus(BaseModel):
+    name: str = Field(examples=["fashion-mnist-bnn"])
+    version: str | None = Field(None, examples=["1"])
+    ready: bool
+    error: str | None = Field(None, examples=[None])
+    packed_size_bytes: int | None = Field(None, examples=[23104])
+
+
+class ModelList(BaseModel):
+    default_model: str | None
+    models: list[ModelStatus]
+
+
+class ModelDetail(ModelStatus):
+    summary: dict[str, Any] | None = Field(None, description="The model's own summary: input, labels, layers, sizes.")
+
+
+# ---- Open Inference Protocol v2 ----------------------------------------------------------
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2InputTensor(BaseModel):
+    name: str = Field(examples=["input"])
+    shape: list[int] = Field(examples=[[1, 1, 28, 28]])
+    datatype: str = Field(examples=["FP32"])
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="Row-major values, flat or nested.")
+
+
+class V2RequestedOutput(BaseModel):
+    name: str = Field(examples=["logits"])
+    parameters: dict[str, Any] | None = Field(None, examples=[{"classification": 3}])
+
+
+class V2InferRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "id": "42",
+                "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}],
+                "outputs": [{"name": "logits", "parameters": {"classification": 3}}],
+            }]
+        }
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2InputTensor] = Field(min_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class V2InferResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2OutputTensor]

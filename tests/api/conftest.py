@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from service.api import Settings, create_app
+from tests.api.fakes import FakeStore, TinyBinaryModel
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def tiny_model() -> TinyBinaryModel:
+    return TinyBinaryModel()
+
+
+@pytest.fixture
+def store(tiny_model) -> FakeStore:
+    return FakeStore({"tiny": tiny_model}, {"broken": "manifest.json: missing field 'labels'"})
+
+
+def settings(**overrides) -> Settings:
+    base = dict(default_model="tiny", max_queue_delay_ms=5, kernel_threads=1, log_level="warning")
+    base.update(overrides)
+    return Settings(**base)
+
+
+@contextlib.asynccontextmanager
+async def serve(store, **overrides) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, behind an in-process client."""
+    app = create_app(settings(**overrides), store=store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+async def client(store) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(store) as c:
+        yield c
+
+
+def png_bytes(mode: str = "L", size: tuple[int, int] = (12, 12), fmt: str = "PNG", color=128) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format=fmt)
+    return buf.getvalue()
