@@ -1,0 +1,37 @@
+"""``bnn-serve`` / ``python -m service``: serve the model store over HTTP with uvicorn.
+
+Host and port come from the command line (or BNN_HOST / BNN_PORT); every other setting from the
+environment (BNN_*, see service/api/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from service.api import Settings, create_app
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="bnn-serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=settings.host, help=f"interface to bind (default {settings.host})")
+    parser.add_argument("--port", type=int, default=settings.port, help=f"TCP port (default {settings.port})")
+    args = parser.parse_args(argv)
+    settings = settings.model_copy(update={"host": args.host, "port": args.port})
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # the app logs one JSON line per request itself
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
