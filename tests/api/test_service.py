@@ -1,0 +1,139 @@
+"""Cross-cutting behaviour: error bodies everywhere, limits, auth, metrics, logs, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from tests.api.conftest import png_bytes, serve
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_unknown_route_and_wrong_method_use_the_error_body(client):
+    r = await client.get("/nope")
+    assert r.status_code == 404 and set(r.json()) == {"error"}
+    r = await client.get("/predict")
+    assert r.status_code == 405 and set(r.json()) == {"error"}
+    r = await client.delete("/models")
+    assert r.status_code == 405 and set(r.json()) == {"error"}
+
+
+async def test_body_over_limit_by_content_length_is_413(store):
+    async with serve(store, max_body_bytes=4096) as client:
+        r = await client.post("/predict", files=[("file", ("a.png", b"x" * 5000))])
+        assert r.status_code == 413 and "4096" in r.json()["error"]
+        ok = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        assert ok.status_code == 200
+
+
+async def test_streamed_body_over_limit_is_413(store):
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    async with serve(store, max_body_bytes=4096) as client:
+        r = await client.post("/conv", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and set(r.json()) == {"error"}
+        metrics = (await client.get("/metrics")).text
+    assert 'bnn_http_requests_total{method="POST",route="unmatched",status="413"}' in metrics or \
+        'status="413"' in metrics
+
+
+async def test_bad_content_length_is_400(store):
+    async with serve(store) as client:
+        app = client.app
+        messages = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            messages.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/conv", "headers": [(b"content-length", b"abc")],
+                 "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": None,
+                 "root_path": "", "raw_path": b"/conv"}
+        await app(scope, receive, send)
+    assert messages[0]["status"] == 400
+
+
+async def test_api_key_required_when_set(store):
+    async with serve(store, api_key="s3cret") as client:
+        files = [("file", ("a.png", png_bytes()))]
+        r = await client.post("/predict", files=files)
+        assert r.status_code == 401 and set(r.json()) == {"error"}
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert (await client.post("/predict", files=files, headers={"X-API-Key": "wrong"})).status_code == 401
+        assert (await client.post("/predict", files=files, headers={"X-API-Key": "s3cret"})).status_code == 200
+        assert (await client.get("/models", headers={"Authorization": "Bearer s3cret"})).status_code == 200
+        assert (await client.get("/models")).status_code == 401
+        assert (await client.get("/v2/models/tiny")).status_code == 401
+        assert (await client.post("/conv", json={})).status_code == 401
+        for open_path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"):
+            assert (await client.get(open_path)).status_code == 200, open_path
+
+
+async def test_health(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["not_ready"] == {
+        "broken": "manifest.json: missing field 'labels'"}
+
+
+async def test_not_ready_before_startup(store):
+    from service.api import create_app
+    from tests.api.conftest import settings
+
+    app = create_app(settings(), store=store)  # lifespan not started
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        assert (await client.get("/v2/health/live")).status_code == 200
+        r = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        assert r.status_code == 503 and "loading" in r.json()["error"]
+
+
+async def test_metrics_count_requests_per_route_and_model(client):
+    await client.post("/predict", files=[("file", ("a.png", png_bytes()))] * 3)
+    await client.get("/models/nope")
+    text = (await client.get("/metrics")).text
+    assert 'bnn_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'bnn_http_request_failures_total{method="GET",route="/models/{name}",status="404"} 1.0' in text
+    assert 'bnn_inference_images_total{model="tiny"} 3.0' in text
+    assert 'bnn_batch_size_count{model="tiny"} 1.0' in text
+    assert 'bnn_model_ready{model="broken"} 0.0' in text
+    assert "bnn_queue_seconds_bucket" in text and "bnn_compute_seconds_bucket" in text
+    assert "bnn_http_request_duration_seconds_bucket" in text
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_one_json_log_line_per_request(store):
+    handler = _ListHandler()
+    async with serve(store, log_level="info") as client:
+        logger = logging.getLogger("bnn.access")
+        logger.addHandler(handler)
+        try:
+            await client.get("/models", headers={"X-Request-ID": "abc"})
+        finally:
+            logger.removeHandler(handler)
+    lines = [json.loads(r.getMessage()) for r in handler.records]
+    assert len(lines) == 1
+    assert lines[0]["request_id"] == "abc" and lines[0]["route"] == "/models" and lines[0]["status"] == 200
+
+
+async def test_openapi_has_examples(client):
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/predict", "/conv", "/models", "/v2/models/{name}/infer", "/metrics"} <= set(spec["paths"])
+    assert "examples" in json.dumps(spec["components"]["schemas"]["ConvRequest"])
+    assert (await client.get("/docs")).status_code == 200
