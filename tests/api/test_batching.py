@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from tests.api.conftest import png_bytes, serve
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_requests_share_model_calls(store, tiny_model):
+    async with serve(store, max_batch_size=32, max_queue_delay_ms=50) as client:
+        tiny_model.gate.clear()  # hold the first call so the rest pile up behind it
+        requests = [client.post("/predict", files=[("file", (f"{i}.png", png_bytes(color=i)))]) for i in range(16)]
+        tasks = [asyncio.ensure_future(r) for r in requests]
+        await asyncio.sleep(0.3)
+        tiny_model.gate.set()
+        responses = await asyncio.gather(*tasks)
+        metrics = (await client.get("/metrics")).text
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["results"][0]["filename"] for r in responses] == [f"{i}.png" for i in range(16)]
+    assert tiny_model.calls < 16 and tiny_model.calls <= 3, tiny_model.batch_sizes
+    assert sum(tiny_model.batch_sizes) == 16
+    assert f'bnn_batch_size_count{{model="tiny"}} {float(tiny_model.calls)}' in metrics
+
+
+async def test_batched_results_equal_single_results(store, tiny_model):
+    xs = [torch.randn(n, 1, 12, 12) for n in (1, 2, 3)]
+    body = lambda x: {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",  # noqa: E731
+                                  "data": x.flatten().tolist()}]}
+    async with serve(store, max_batch_size=4, max_queue_delay_ms=50) as client:
+        tiny_model.gate.clear()
+        tasks = [asyncio.ensure_future(client.post("/v2/models/tiny/infer", json=body(x))) for x in xs]
+        await asyncio.sleep(0.3)
+        tiny_model.gate.set()
+        responses = await asyncio.gather(*tasks)
+    for x, r in zip(xs, responses):
+        got = torch.tensor(r.json()["outputs"][0]["data"]).view(x.shape[0], 4)
+        assert torch.allclose(got, tiny_model.predict(x), atol=1e-5)
+    assert max(tiny_model.batch_sizes) <= 4
+
+
+async def test_batching_off_runs_one_image_per_call(store, tiny_model):
+    async with serve(store, max_batch_size=1) as client:
+        r = await client.post("/predict", files=[("file", (f"{i}.png", png_bytes())) for i in range(5)])
+    assert r.status_code == 200 and len(r.json()["results"]) == 5
+    assert tiny_model.batch_sizes == [1] * 5
+
+
+async def test_full_queue_is_503_with_retry_after(store, tiny_model):
+    async with serve(store, max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0) as client:
+        tiny_model.gate.clear()
+        files = [("file", ("a.png", png_bytes()))]
+        first = asyncio.ensure_future(client.post("/predict", files=files))  # taken by the worker, held
+        await asyncio.sleep(0.2)
+        queued = [asyncio.ensure_future(client.post("/predict", files=files)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        refused = await client.post("/predict", files=files)
+        tiny_model.gate.set()
+        done = await asyncio.gather(first, *queued)
+        metrics = (await client.get("/metrics")).text
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "queued" in refused.json()["error"]
+    assert all(r.status_code == 200 for r in done)
+    assert 'bnn_inference_failures_total{model="tiny",reason="queue_full"} 1.0' in metrics
+
+
+async def test_request_timeout_is_504(store, tiny_model):
+    async with serve(store, request_timeout_s=0.2) as client:
+        tiny_model.gate.clear()
+        r = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        tiny_model.gate.set()
+        assert r.status_code == 504 and "did not finish" in r.json()["error"]
+        ok = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        assert ok.status_code == 200
+
+
+async def test_model_failure_is_500_and_the_worker_survives(store, tiny_model, monkeypatch):
+    original = tiny_model.predict
+    monkeypatch.setattr(tiny_model, "predict", lambda batch: (_ for _ in ()).throw(RuntimeError("boom")))
+    async with serve(store) as client:
+        r = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        assert r.status_code == 500 and "RuntimeError" in r.json()["error"]
+        monkeypatch.setattr(tiny_model, "predict", original)
+        assert (await client.post("/predict", files=[("file", ("a.png", png_bytes()))])).status_code == 200
+
+
+async def test_event_loop_never_runs_the_model(store, tiny_model, monkeypatch):
+    import threading
+
+    threads = []
+    original = tiny_model.predict
+
+    def spy(batch):
+        threads.append(threading.current_thread().name)
+        return original(batch)
+
+    monkeypatch.setattr(tiny_model, "predict", spy)
+    async with serve(store) as client:
+        await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+    assert threads and all(name.startswith("bnn-tiny") for name in threads)
