@@ -4,9 +4,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <optional>
 
 #include "bnn.h"
+#include "kernels.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -83,6 +85,21 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release release;
     bnn::ThreadPool::global().set_num_threads(n);
   }, py::arg("n"));
+  m.def("popcount_peak", [](int64_t iters, int repeats) {
+    // Benchmark helper: best-of-`repeats` rate, in binary MACs per second, of the active path's
+    // register-resident XOR + popcount + add loop (one thread, the calling one).
+    const bnn::KernelTable& kt = bnn::active_kernels();
+    py::gil_scoped_release release;
+    double best = 1e30;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      sink = sink + kt.peak_loop(iters);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return static_cast<double>(iters) * static_cast<double>(kt.peak_macs_per_iter) / best;
+  }, py::arg("iters") = 200000, py::arg("repeats") = 20,
+     "Binary MAC/s of the active path's register-resident XOR+popcount+add loop (benchmark helper).");
   m.def("get_num_threads", [] { return bnn::ThreadPool::global().num_threads(); });
 
   py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights")

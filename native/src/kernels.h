@@ -17,8 +17,8 @@ struct ConvJob {
   OutputTransform t;
   float* out;
   int64_t OH, OW;
-  const int64_t* tap_offsets;  // [KH*KW] offsets in words inside the padded input
-  int64_t k_total;             // C * KH * KW
+  const int64_t* word_offsets;  // [KH*KW*words] offset of each reduction word inside the padded input
+  int64_t k_total;              // C * KH * KW
 };
 
 struct KernelTable {
@@ -27,6 +27,11 @@ struct KernelTable {
   uint64_t (*sign_mask64)(const float* p, int64_t n);
   // Computes output row `oh` of image `n` for output-channel block `ob`.
   void (*conv_row)(const ConvJob& job, int64_t n, int64_t oh, int64_t ob);
+  // Register-resident reference loop for the benchmark: `iters` iterations of the plain
+  // XOR + popcount + add step over this path's widest vectors (no loads, no Harley-Seal);
+  // returns a checksum. peak_macs_per_iter binary MACs per iteration.
+  uint64_t (*peak_loop)(int64_t iters);
+  int64_t peak_macs_per_iter;
 };
 
 const KernelTable& portable_kernels();

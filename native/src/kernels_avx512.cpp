@@ -1,6 +1,13 @@
-// AVX-512 path with VPOPCNTQ: an outer-product register tile of kMaxPx output pixels x 16
-// output channels; each step broadcasts one activation word, XORs it with the same word of 16
-// channels' weights (two zmm) and accumulates the popcounts.
+// AVX-512 path with VPOPCNTQ: an outer-product register tile of up to kMaxPx output pixels x
+// 16 output channels (two zmm of u64 lanes). VPOPCNTQ is the bottleneck, so reduction words
+// are taken in pairs through a carry-save adder (Harley-Seal, one level): per pixel and
+// channel vector the kernel keeps `ones` (a running bit plane of weight 1) and `twos` (the
+// popcount sum of the carries, weight 2), i.e. one VPOPCNTQ per two words instead of two:
+//   x1 = a1 ^ w1, x2 = a2 ^ w2 = x1 ^ d with d = (a1 ^ a2) ^ (w1 ^ w2)
+//   ones' = ones ^ x1 ^ x2 = ones ^ (a1 ^ a2) ^ (w1 ^ w2)          (one vpternlogq)
+//   carry = maj(ones, x1, x2) = (ones ^ ones') ? ones : x1           (one vpternlogq)
+//   twos += popcount(carry)
+// and at the end popcount = 2 * twos + popcount(ones).
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -8,29 +15,99 @@
 namespace bnn {
 namespace avx512_impl {
 
-constexpr int kMaxPx = 12;
+constexpr int kMaxPx = 6;
 
 template <int PX>
-void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* taps, int64_t ntaps, int64_t words,
-                const uint64_t* wblk, uint32_t* acc) {
-  __m512i a0[PX], a1[PX];
-  for (int p = 0; p < PX; ++p) a0[p] = a1[p] = _mm512_setzero_si512();
-  for (int64_t t = 0; t < ntaps; ++t) {
-    const uint64_t* src = in + taps[t];
-    const uint64_t* wt = wblk + t * words * 16;
-    for (int64_t k = 0; k < words; ++k) {
-      const __m512i w0 = _mm512_load_si512(wt + k * 16);
-      const __m512i w1 = _mm512_load_si512(wt + k * 16 + 8);
-      for (int p = 0; p < PX; ++p) {
-        const __m512i b = _mm512_set1_epi64(static_cast<long long>(src[p * pix_stride + k]));
-        a0[p] = _mm512_add_epi64(a0[p], _mm512_popcnt_epi64(_mm512_xor_si512(b, w0)));
-        a1[p] = _mm512_add_epi64(a1[p], _mm512_popcnt_epi64(_mm512_xor_si512(b, w1)));
-      }
+void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
+                int32_t k_total, int32_t* val) {
+  __m512i o0[PX], o1[PX], t0[PX], t1[PX];
+  for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 2 <= K; i += 2) {
+    const uint64_t* wt = wblk + i * 16;
+    const __m512i w10 = _mm512_load_si512(wt);
+    const __m512i w11 = _mm512_load_si512(wt + 8);
+    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt + 16));
+    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt + 24));
+    const uint64_t* s1 = in + offs[i];
+    const uint64_t* s2 = in + offs[i + 1];
+    for (int p = 0; p < PX; ++p) {
+      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
+      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
+      const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
+      const __m512i c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
+      t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(c0));
+      o0[p] = n0;
+      const __m512i n1 = _mm512_ternarylogic_epi64(o1[p], a12, d1, 0x96);
+      const __m512i c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_si512(a1, w11), 0xB2);
+      t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(c1));
+      o1[p] = n1;
     }
   }
+  if (i < K) {  // odd word: a half adder into the same state
+    const uint64_t* wt = wblk + i * 16;
+    const __m512i w10 = _mm512_load_si512(wt);
+    const __m512i w11 = _mm512_load_si512(wt + 8);
+    const uint64_t* s1 = in + offs[i];
+    for (int p = 0; p < PX; ++p) {
+      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
+      const __m512i x0 = _mm512_xor_si512(a1, w10), x1 = _mm512_xor_si512(a1, w11);
+      t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(_mm512_and_si512(o0[p], x0)));
+      t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(_mm512_and_si512(o1[p], x1)));
+      o0[p] = _mm512_xor_si512(o0[p], x0);
+      o1[p] = _mm512_xor_si512(o1[p], x1);
+    }
+  }
+  // val = k_total - 2 * (2 * twos + popcount(ones))
+  const __m512i kt = _mm512_set1_epi32(k_total);
   for (int p = 0; p < PX; ++p) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(acc + p * 16), _mm512_cvtepi64_epi32(a0[p]));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(acc + p * 16 + 8), _mm512_cvtepi64_epi32(a1[p]));
+    const __m512i s0 = _mm512_add_epi64(_mm512_slli_epi64(t0[p], 1), _mm512_popcnt_epi64(o0[p]));
+    const __m512i s1 = _mm512_add_epi64(_mm512_slli_epi64(t1[p], 1), _mm512_popcnt_epi64(o1[p]));
+    const __m512i cnt = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s0)), _mm512_cvtepi64_epi32(s1), 1);
+    _mm512_store_si512(val + p * 16, _mm512_sub_epi32(kt, _mm512_slli_epi32(cnt, 1)));
+  }
+}
+
+// 16x16 transpose of int32: r[i] lane j -> r[j] lane i.
+inline void transpose16(__m512i r[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // b[4i + k], 128-bit lane L = rows 4i..4i+3 of column 4L + k
+  for (int k = 0; k < 4; ++k) {
+    const __m512i u = _mm512_shuffle_i32x4(b[k], b[4 + k], 0x88);
+    const __m512i v = _mm512_shuffle_i32x4(b[k], b[4 + k], 0xDD);
+    const __m512i u2 = _mm512_shuffle_i32x4(b[8 + k], b[12 + k], 0x88);
+    const __m512i v2 = _mm512_shuffle_i32x4(b[8 + k], b[12 + k], 0xDD);
+    r[k] = _mm512_shuffle_i32x4(u, u2, 0x88);
+    r[8 + k] = _mm512_shuffle_i32x4(u, u2, 0xDD);
+    r[4 + k] = _mm512_shuffle_i32x4(v, v2, 0x88);
+    r[12 + k] = _mm512_shuffle_i32x4(v, v2, 0xDD);
+  }
+}
+
+inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
+                        int64_t plane) {
+  for (int p0 = 0; p0 < np; p0 += 16) {
+    const int n = std::min(16, np - p0);
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    __m512i r[16];
+    for (int p = 0; p < 16; ++p) r[p] = p < n ? _mm512_load_si512(val + (p0 + p) * 16) : _mm512_setzero_si512();
+    transpose16(r);
+    for (int j = 0; j < nO; ++j) {
+      __m512 f = _mm512_cvtepi32_ps(r[j]);
+      if (scale) f = _mm512_mul_ps(f, _mm512_set1_ps(scale[j]));
+      if (bias) f = _mm512_add_ps(f, _mm512_set1_ps(bias[j]));
+      _mm512_mask_storeu_ps(dst + j * plane + p0, m, f);
+    }
   }
 }
 
@@ -48,10 +125,28 @@ uint64_t sign_mask64(const float* p, int64_t n) {
 
 #include "conv_driver.inc"
 
+uint64_t peak_loop(int64_t iters) {
+  __m512i w0 = _mm512_set1_epi64(0x0123456789abcdefLL), w1 = _mm512_set1_epi64(0x7edcba9876543210LL);
+  __m512i a[12], b[6];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_setzero_si512();
+  for (int i = 0; i < 6; ++i) b[i] = _mm512_set1_epi64(0x5555aaaa3333cccdLL * (i + 1));
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int p = 0; p < 6; ++p) {
+      a[2 * p] = _mm512_add_epi64(a[2 * p], _mm512_popcnt_epi64(_mm512_xor_si512(b[p], w0)));
+      a[2 * p + 1] = _mm512_add_epi64(a[2 * p + 1], _mm512_popcnt_epi64(_mm512_xor_si512(b[p], w1)));
+    }
+    __asm__ volatile("" : "+v"(w0), "+v"(w1));  // keep the work inside the loop
+  }
+  __m512i s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_epi64(s, a[i]);
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(s));
+}
+
 }  // namespace avx512_impl
 
 const KernelTable& avx512_kernels() {
-  static const KernelTable table{Isa::avx512, &avx512_impl::sign_mask64, &avx512_impl::conv_row};
+  static const KernelTable table{Isa::avx512, &avx512_impl::sign_mask64, &avx512_impl::conv_row,
+                                 &avx512_impl::peak_loop, 12 * 512};
   return table;
 }
 

@@ -200,10 +200,13 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
   ConvJob job;
   job.x = &x, job.w = &w, job.s = &s, job.t = t, job.out = out;
   job.OH = s.OH(), job.OW = s.OW();
-  std::vector<int64_t> taps(static_cast<size_t>(s.KH * s.KW));
+  // Reduction word i = (kh * KW + kw) * words + k, in the order of the blocked weights.
+  std::vector<int64_t> offs(static_cast<size_t>(s.KH * s.KW * x.words));
   for (int64_t kh = 0; kh < s.KH; ++kh)
-    for (int64_t kw = 0; kw < s.KW; ++kw) taps[kh * s.KW + kw] = (kh * s.dh * x.Wp() + kw * s.dw) * x.words;
-  job.tap_offsets = taps.data();
+    for (int64_t kw = 0; kw < s.KW; ++kw)
+      for (int64_t k = 0; k < x.words; ++k)
+        offs[(kh * s.KW + kw) * x.words + k] = (kh * s.dh * x.Wp() + kw * s.dw) * x.words + k;
+  job.word_offsets = offs.data();
   job.k_total = s.C * s.KH * s.KW;
   const KernelTable& kt = active_kernels();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;

@@ -1,0 +1,123 @@
+"""Binary conv benchmark: service._core vs torch fp32 (one machine, same run, same thread count).
+
+    .venv/bin/python bench/bench_conv.py                  # all paths, 1 and 2 threads
+    .venv/bin/python bench/bench_conv.py --quick          # fewer shapes / repeats
+    .venv/bin/python bench/bench_conv.py --threads 1 --isa avx512
+
+Times are best-of-many (the min), in ms per call; for batch > 1 also per image. "ours" is the
+packed conv (conv2d_packed), "pack" is pack_activations of its input (measured separately).
+GMAC/s counts binary multiply-accumulates (N*O*OH*OW*C*KH*KW) of the conv alone. "peak" is the
+active path's register-resident XOR+popcount+add loop on one thread (no loads, no Harley-Seal);
+the kernel may exceed 1.0 of it because it needs fewer popcounts per MAC than that loop.
+Never used as a pass/fail test.
+"""
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from service import _core
+
+# (name, N, C, H, W, O, k, stride, pad)
+SHAPES_3X3 = [
+    ("3x3 64x56x56->64", 1, 64, 56, 56, 64, 3, 1, 1),
+    ("3x3 128x28x28->128", 1, 128, 28, 28, 128, 3, 1, 1),
+    ("3x3 256x14x14->256", 1, 256, 14, 14, 256, 3, 1, 1),
+    ("3x3 512x7x7->512", 1, 512, 7, 7, 512, 3, 1, 1),
+]
+SHAPES_OTHER = [
+    ("1x1 64x56x56->256", 1, 64, 56, 56, 256, 1, 1, 0),
+    ("1x1 256x56x56->64", 1, 256, 56, 56, 64, 1, 1, 0),
+    ("1x1 512x28x28->128", 1, 512, 28, 28, 128, 1, 1, 0),
+    ("1x1 1024x14x14->256", 1, 1024, 14, 14, 256, 1, 1, 0),
+    ("1x1s2 256x56x56->512", 1, 256, 56, 56, 512, 1, 2, 0),
+    ("3x3s2 64x56x56->128", 1, 64, 56, 56, 128, 3, 2, 1),
+    ("3x3s2 128x28x28->256", 1, 128, 28, 28, 256, 3, 2, 1),
+    ("3x3s2 256x14x14->512", 1, 256, 14, 14, 512, 3, 2, 1),
+]
+SHAPES_BATCH = [(n.replace("3x3", "3x3 b8"), 8, *rest) for (n, _, *rest) in SHAPES_3X3]
+QUICK = [SHAPES_3X3[0], SHAPES_3X3[3], SHAPES_OTHER[1], SHAPES_OTHER[6], SHAPES_BATCH[0]]
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def best_time(fn, min_reps, min_time):
+    fn()  # warm up
+    best, reps, start = float("inf"), 0, time.perf_counter()
+    while reps < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--isa", default=None, help="comma-separated paths (default: all but portable)")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    isas = args.isa.split(",") if args.isa else [i for i in _core.available_isas() if i != "portable"]
+    shapes = QUICK if args.quick else SHAPES_3X3 + SHAPES_OTHER + SHAPES_BATCH
+    reps, mt = (5, 0.05) if args.quick else (15, 0.25)
+
+    print(f"CPU: {cpu_model()}  ({torch.get_num_threads()} torch threads available, os cpus {len(__import__('os').sched_getaffinity(0))})")
+    print(f"paths: {_core.available_isas()}  torch {torch.__version__}")
+    rng = np.random.default_rng(0)
+    fp32 = {}  # (shape, threads) -> (nchw, cl)
+    prev_isa = _core.active_isa()
+    for isa in isas:
+        _core.set_isa(isa)
+        peak = _core.popcount_peak(100000 if args.quick else 300000, 10 if args.quick else 30)
+        print(f"\n== path {isa}: popcount peak (XOR+popcount+add, registers, 1 thread) = {peak / 1e9:.0f} G binary MAC/s")
+        for nt in threads:
+            _core.set_num_threads(nt)
+            torch.set_num_threads(nt)
+            print(f"-- {isa}, {nt} thread(s); ms per image")
+            print(f"{'shape':24s} {'ours':>7s} {'pack':>7s} {'pack%':>6s} {'fp32':>7s} {'fp32cl':>7s} "
+                  f"{'x fp32':>7s} {'x(+pk)':>7s} {'GMAC/s':>7s} {'peak':>5s}")
+            for (name, N, C, H, W, O, k, s, p) in shapes:
+                x = torch.from_numpy(rng.standard_normal((N, C, H, W), dtype=np.float32))
+                w = torch.from_numpy(rng.standard_normal((O, C, k, k), dtype=np.float32))
+                pw = _core.PackedWeights.from_float(w.numpy())
+                xn = x.numpy()
+                packed = _core.pack_activations(xn, False, (p, p))
+                t_conv = best_time(lambda: _core.conv2d_packed(packed, pw, (s, s), (1, 1), 0), reps, mt)
+                t_pack = best_time(lambda: _core.pack_activations(xn, False, (p, p)), reps, mt)
+                key = (name, nt)
+                if key not in fp32:
+                    xc = x.contiguous(memory_format=torch.channels_last)
+                    wc = w.contiguous(memory_format=torch.channels_last)
+                    with torch.no_grad():
+                        tn = best_time(lambda: F.conv2d(x, w, stride=s, padding=p), reps, mt)
+                        tc = best_time(lambda: F.conv2d(xc, wc, stride=s, padding=p), reps, mt)
+                    fp32[key] = (tn, tc)
+                tn, tc = fp32[key]
+                OH = (H + 2 * p - k) // s + 1
+                OW = (W + 2 * p - k) // s + 1
+                macs = N * O * OH * OW * C * k * k
+                gmacs = macs / t_conv / 1e9
+                bestf = min(tn, tc)
+                print(f"{name:24s} {t_conv / N * 1e3:7.3f} {t_pack / N * 1e3:7.3f} {100 * t_pack / t_conv:5.1f}% "
+                      f"{tn / N * 1e3:7.3f} {tc / N * 1e3:7.3f} {bestf / t_conv:7.1f} {bestf / (t_conv + t_pack):7.1f} "
+                      f"{gmacs:7.0f} {gmacs * 1e9 / peak / nt:5.2f}")
+    _core.set_isa(prev_isa)
+    _core.set_num_threads(1)
+
+
+if __name__ == "__main__":
+    main()
