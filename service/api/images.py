@@ -9,8 +9,8 @@ from PIL import Image, UnidentifiedImageError
 from service.api.errors import InvalidInput, PayloadTooLarge
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
-# Modes the model's preprocessing can take as they are; anything else is brought to one of them first.
-_DIRECT_MODES = ("L", "RGB")
+# Modes the model's preprocessing takes as they are; anything else is brought to L or RGB first.
+_DIRECT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX")
 
 
 def configure_pillow(max_image_pixels: int) -> None:
@@ -19,7 +19,7 @@ def configure_pillow(max_image_pixels: int) -> None:
 
 
 def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
-    """An 8-bit L or RGB image from PNG/JPEG/WebP/BMP bytes; animated images give their first frame.
+    """An 8-bit image (L, RGB, or one with alpha or a palette) from PNG/JPEG/WebP/BMP bytes; animated images give their first frame.
 
     Raises InvalidInput (400) for empty, undecodable or truncated data and PayloadTooLarge (413)
     when width x height exceeds ``max_pixels`` (checked from the header, before decoding).
@@ -51,13 +51,13 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
 
 
 def _to_direct_mode(image: Image.Image) -> Image.Image:
+    """Leave the model's preprocessing the modes it converts itself (it flattens alpha onto white);
+    bring high-bit-depth grey to 8 bits and exotic colour spaces to RGB."""
     mode = image.mode
     if mode in _DIRECT_MODES:
         return image
-    if mode in ("1", "LA", "La") or (mode == "P" and image.palette is not None and image.palette.mode in ("L", "LA")):
-        return image.convert("L")
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        # High bit depth grey: rescale its range to 0..255 (mode "I;16" is 0..65535).
-        scale = 1 / 256 if mode.startswith("I;16") or mode == "I" else 255.0
+        # 16-bit grey (PNG opens as I;16 or I): rescale 0..65535 to 0..255; float grey is taken as 0..1.
+        scale = 255.0 if mode == "F" else 1 / 257
         return image.convert("F").point(lambda v: v * scale).convert("L")
-    return image.convert("RGB")  # P, PA, RGBA, RGBX, CMYK, YCbCr, LAB, HSV: alpha is dropped
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV

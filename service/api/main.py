@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -32,10 +33,23 @@ class StoreLike(Protocol):
     errors: dict[str, str]
 
 
-def load_store(settings: Settings) -> StoreLike:
-    from service.model import ModelStore  # imported late: the API layer is usable with an injected store
+@dataclass
+class _EmptyStore:
+    models: dict[str, Any]
+    errors: dict[str, str]
 
-    return ModelStore.load(settings.model_store)
+
+def load_store(settings: Settings) -> StoreLike:
+    """Every model under ``settings.model_store``; a missing or unreadable store serves no models."""
+    try:  # imported late: the API layer also runs with an injected store
+        from service.model import ModelStore
+    except ImportError:  # a stale editable install that predates service/model/__init__.py
+        from service.model.store import ModelStore
+    try:
+        return ModelStore.load(settings.model_store)
+    except Exception as exc:  # noqa: BLE001 - report it as not-ready instead of failing to start
+        logger.error("cannot load the model store %s: %s", settings.model_store, exc)
+        return _EmptyStore({}, {"model_store": f"{settings.model_store}: {exc}"})
 
 
 def configure_logging(level: str) -> None:

@@ -3,13 +3,55 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from service.api import Settings, create_app
-from tests.api.fakes import FakeStore, TinyBinaryModel
+from service.kernel import BinaryConv2d
+from tests.api.fakes import FakeStore, GatedModel, TinyBinaryModel
+
+try:  # the real model layer; the contract-honouring fake stands in until it is importable
+    from service.export import export_model
+    from service.model.store import ModelStore
+except ImportError:  # pragma: no cover
+    export_model = ModelStore = None
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = ["circle", "square", "line", "dot"]
+
+
+class TinyNet(nn.Module):
+    """1x12x12 grey -> two binary convs ('features.0', 'features.1') -> 4 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(BinaryConv2d(1, 8, 3, padding=1, scale=True),
+                                      BinaryConv2d(8, 16, 3, stride=2, padding=1, scale=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.flatten(self.pool(self.features(x))))
+
+
+@pytest.fixture(scope="session")
+def model_store_dir(tmp_path_factory) -> Path:
+    """A model store with one real exported model ('tiny') and one broken folder ('broken')."""
+    if export_model is None:
+        pytest.skip("service.export / service.model not importable")
+    root = tmp_path_factory.mktemp("model_store")
+    torch.manual_seed(0)
+    export_model(TinyNet(), root / "tiny", "tiny", "1",
+                 {"channels": 1, "height": 12, "width": 12, "mean": [0.5], "std": [0.5]}, LABELS)
+    (root / "broken").mkdir()
+    (root / "broken" / "model.json").write_text('{"name": "broken"}')
+    return root
 
 
 @pytest.fixture
@@ -18,13 +60,19 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def tiny_model() -> TinyBinaryModel:
-    return TinyBinaryModel()
+def tiny_model(request):
+    if export_model is None:
+        return TinyBinaryModel()
+    store = ModelStore.load(request.getfixturevalue("model_store_dir"))
+    return GatedModel(store.models["tiny"])
 
 
 @pytest.fixture
-def store(tiny_model) -> FakeStore:
-    return FakeStore({"tiny": tiny_model}, {"broken": "manifest.json: missing field 'labels'"})
+def store(tiny_model, request) -> FakeStore:
+    if isinstance(tiny_model, TinyBinaryModel):
+        return FakeStore({"tiny": tiny_model}, {"broken": "manifest.json: missing field 'labels'"})
+    real = ModelStore.load(request.getfixturevalue("model_store_dir"))
+    return FakeStore({"tiny": tiny_model}, real.errors)
 
 
 def settings(**overrides) -> Settings:
@@ -35,7 +83,7 @@ def settings(**overrides) -> Settings:
 
 @contextlib.asynccontextmanager
 async def serve(store, **overrides) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, behind an in-process client."""
+    """The app with its lifespan running, behind an in-process client; store=None loads settings.model_store."""
     app = create_app(settings(**overrides), store=store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -102,7 +102,7 @@ async def test_unknown_and_broken_models(client):
     r = await client.post("/predict", files=files, params={"model": "nope"})
     assert r.status_code == 404 and "nope" in r.json()["error"]
     r = await client.post("/predict", files=files, params={"model": "broken"})
-    assert r.status_code == 503 and "missing field" in r.json()["error"]
+    assert r.status_code == 503 and "not ready" in r.json()["error"]
 
 
 async def test_default_is_the_only_model(tiny_model):

@@ -77,11 +77,10 @@ async def test_api_key_required_when_set(store):
             assert (await client.get(open_path)).status_code == 200, open_path
 
 
-async def test_health(client):
+async def test_health(client, store):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     r = await client.get("/readyz")
-    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["not_ready"] == {
-        "broken": "manifest.json: missing field 'labels'"}
+    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["not_ready"] == store.errors
 
 
 async def test_not_ready_before_startup(store):
@@ -137,3 +136,18 @@ async def test_openapi_has_examples(client):
     assert {"/predict", "/conv", "/models", "/v2/models/{name}/infer", "/metrics"} <= set(spec["paths"])
     assert "examples" in json.dumps(spec["components"]["schemas"]["ConvRequest"])
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_startup_loads_the_store_from_settings(model_store_dir):
+    async with serve(None, model_store=model_store_dir) as client:
+        models = {m["name"]: m for m in (await client.get("/models")).json()["models"]}
+        assert models["tiny"]["ready"] and not models["broken"]["ready"]
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        r = await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
+        assert r.status_code == 200
+
+
+async def test_missing_store_serves_nothing_but_stays_up(tmp_path):
+    async with serve(None, model_store=tmp_path / "absent", default_model=None) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert "model_store" in (await client.get("/readyz")).json()["not_ready"]

@@ -21,7 +21,10 @@ def _preprocess(model, files: list[tuple[str, bytes]], max_pixels: int) -> torch
     tensors = []
     for filename, data in files:
         image = decode_image(data, filename, max_pixels)
-        tensors.append(model.preprocess(image))
+        try:
+            tensors.append(model.preprocess(image))
+        except (ValueError, OSError) as exc:  # e.g. a model that takes one exact size only
+            raise InvalidInput(f"{filename}: {exc}") from None
     return torch.stack(tensors)
 
 
