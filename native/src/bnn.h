@@ -57,6 +57,7 @@ class PackedWeights {
   int64_t O = 0, C = 0, KH = 0, KW = 0, words = 0;
   WordBuffer blocked;
   std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
+  std::vector<int32_t> tap_sums_blocked;  // the same as [ceil(O/16)][KH*KW][16], zero past O
 
  private:
   void finish();

@@ -72,7 +72,7 @@ uint64_t peak_loop(int64_t iters) {
   __m256i w0 = _mm256_set1_epi64x(0x0123456789abcdefLL), w1 = _mm256_set1_epi64x(0x7edcba9876543210LL);
   __m256i a[8], b[4];
   for (int i = 0; i < 8; ++i) a[i] = zero;
-  for (int i = 0; i < 4; ++i) b[i] = _mm256_set1_epi64x(0x5555aaaa3333cccdLL * (i + 1));
+  for (int i = 0; i < 4; ++i) b[i] = _mm256_set1_epi64x(static_cast<long long>(0x5555aaaa3333cccdULL * (i + 1)));
   for (int64_t it = 0; it < iters; ++it) {
     for (int p = 0; p < 4; ++p) {
       a[2 * p] = _mm256_add_epi64(a[2 * p], _mm256_sad_epu8(popcount_bytes(_mm256_xor_si256(b[p], w0), lut, low), zero));

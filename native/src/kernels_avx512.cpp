@@ -22,18 +22,24 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
                 int32_t k_total, int32_t* val) {
   __m512i o0[PX], o1[PX], t0[PX], t1[PX];
   for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
-  int64_t i = 0;
-  for (; i + 2 <= K; i += 2) {
+  // An odd last word pairs with a zero word of zero weights (x2 = 0): one loop, so the state
+  // stays in registers.
+  alignas(64) static const uint64_t kZeros[16] = {};
+  for (int64_t i = 0; i < K; i += 2) {
+    const bool two = i + 1 < K;
     const uint64_t* wt = wblk + i * 16;
+    const uint64_t* wt2 = two ? wt + 16 : kZeros;
+    const uint64_t* s1 = in + offs[i];
+    const uint64_t* s2 = two ? in + offs[i + 1] : kZeros;
+    const int64_t ps2 = two ? pix_stride : 0;
     const __m512i w10 = _mm512_load_si512(wt);
     const __m512i w11 = _mm512_load_si512(wt + 8);
-    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt + 16));
-    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt + 24));
-    const uint64_t* s1 = in + offs[i];
-    const uint64_t* s2 = in + offs[i + 1];
+    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt2));
+    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt2 + 8));
+#pragma GCC unroll 16
     for (int p = 0; p < PX; ++p) {
       const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
+      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * ps2])));
       const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
       const __m512i c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
       t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(c0));
@@ -42,20 +48,6 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
       const __m512i c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_si512(a1, w11), 0xB2);
       t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(c1));
       o1[p] = n1;
-    }
-  }
-  if (i < K) {  // odd word: a half adder into the same state
-    const uint64_t* wt = wblk + i * 16;
-    const __m512i w10 = _mm512_load_si512(wt);
-    const __m512i w11 = _mm512_load_si512(wt + 8);
-    const uint64_t* s1 = in + offs[i];
-    for (int p = 0; p < PX; ++p) {
-      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      const __m512i x0 = _mm512_xor_si512(a1, w10), x1 = _mm512_xor_si512(a1, w11);
-      t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(_mm512_and_si512(o0[p], x0)));
-      t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(_mm512_and_si512(o1[p], x1)));
-      o0[p] = _mm512_xor_si512(o0[p], x0);
-      o1[p] = _mm512_xor_si512(o1[p], x1);
     }
   }
   // val = k_total - 2 * (2 * twos + popcount(ones))
@@ -129,7 +121,7 @@ uint64_t peak_loop(int64_t iters) {
   __m512i w0 = _mm512_set1_epi64(0x0123456789abcdefLL), w1 = _mm512_set1_epi64(0x7edcba9876543210LL);
   __m512i a[12], b[6];
   for (int i = 0; i < 12; ++i) a[i] = _mm512_setzero_si512();
-  for (int i = 0; i < 6; ++i) b[i] = _mm512_set1_epi64(0x5555aaaa3333cccdLL * (i + 1));
+  for (int i = 0; i < 6; ++i) b[i] = _mm512_set1_epi64(static_cast<long long>(0x5555aaaa3333cccdULL * (i + 1)));
   for (int64_t it = 0; it < iters; ++it) {
     for (int p = 0; p < 6; ++p) {
       a[2 * p] = _mm512_add_epi64(a[2 * p], _mm512_popcnt_epi64(_mm512_xor_si512(b[p], w0)));

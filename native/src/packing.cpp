@@ -136,6 +136,11 @@ void PackedWeights::finish() {
         neg += __builtin_popcountll(blocked.data()[((o / kOutBlock * taps + t) * words + k) * kOutBlock + o % kOutBlock]);
       tap_sums[o * taps + t] = static_cast<int32_t>(C - 2 * neg);
     }
+  const int64_t blocks = (O + kOutBlock - 1) / kOutBlock;
+  tap_sums_blocked.assign(static_cast<size_t>(blocks * taps * kOutBlock), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t t = 0; t < taps; ++t)
+      tap_sums_blocked[(o / kOutBlock * taps + t) * kOutBlock + o % kOutBlock] = tap_sums[o * taps + t];
 }
 
 void PackedWeights::to_canonical(uint64_t* bits) const {
