@@ -1,0 +1,191 @@
+"""Load test of POST /predict over loopback: throughput and p50/p99 latency, batching on vs off,
+binary model vs the same architecture in float (both served by this service, the same way).
+
+    .venv/bin/python bench/load_predict.py [--seconds 4] [--max-requests 3000] [--concurrency 1 8 32]
+
+Bounded: each (variant, batching, concurrency) cell runs for --seconds or --max-requests, whichever
+comes first, after a short warm-up. The server is `python -m service` on a free 127.0.0.1 port.
+The binary model is model_store/fashion-mnist-bnn when shipped, else FashionNet(binary=True) exported
+with random weights (speed does not depend on the weights); the float one is FashionNet(binary=False)
+exported the same way and run by the same graph executor (float conv via torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+INPUT = {"channels": 1, "height": 28, "width": 28, "mean": [0.286], "std": [0.353]}
+
+
+def build_stores(root: Path) -> dict[str, tuple[Path, str]]:
+    """variant -> (model store folder, model name)."""
+    import torch
+
+    from service.export import export_model
+    from training.train_fashion_mnist import FashionNet
+
+    stores = {}
+    shipped = REPO / "model_store" / "fashion-mnist-bnn"
+    binary_store = root / "binary"
+    binary_store.mkdir()
+    if (shipped / "model.json").is_file():
+        shutil.copytree(shipped, binary_store / "fashion-mnist-bnn")
+        stores["binary"] = (binary_store, "fashion-mnist-bnn")
+    else:
+        torch.manual_seed(0)
+        export_model(FashionNet(binary=True), binary_store / "fashion-mnist-bnn", "fashion-mnist-bnn", "bench",
+                     INPUT, LABELS)
+        stores["binary"] = (binary_store, "fashion-mnist-bnn")
+    float_store = root / "float"
+    float_store.mkdir()
+    torch.manual_seed(0)
+    export_model(FashionNet(binary=False), float_store / "fashion-mnist-float", "fashion-mnist-float", "bench",
+                 INPUT, LABELS)
+    stores["float"] = (float_store, "fashion-mnist-float")
+    return stores
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(store: Path, max_batch_size: int, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "BNN_MODEL_STORE": str(store), "BNN_MAX_BATCH_SIZE": str(max_batch_size),
+           "BNN_MAX_QUEUE_DELAY_MS": "2", "BNN_MAX_QUEUE_SIZE": "4096", "BNN_KERNEL_THREADS": str(threads),
+           "BNN_LOG_LEVEL": "warning", "OMP_NUM_THREADS": str(threads), "BNN_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server not ready in 120 s")
+
+
+def sample_png() -> bytes:
+    image = Image.new("L", (28, 28), 0)
+    for x in range(6, 22):
+        for y in range(4, 24):
+            image.putpixel((x, y), 200)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_requests: int) -> dict:
+    png = sample_png()
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def one() -> None:
+            nonlocal errors
+            start = time.perf_counter()
+            r = await client.post("/predict", params={"model": model, "top_k": 1}, files={"file": ("x.png", png)})
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one() for _ in range(2 * concurrency)))  # warm-up
+        latencies.clear()
+        issued = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal issued
+            while time.perf_counter() < stop_at and issued < max_requests:
+                issued += 1
+                await one()
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    lat = sorted(latencies)
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
+    return {"requests": len(lat), "errors": errors, "seconds": round(elapsed, 2),
+            "rps": round(len(lat) / elapsed, 1), "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2),
+            "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--max-requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--threads", type=int, default=1, help="kernel / torch threads in the server")
+    parser.add_argument("--variants", nargs="+", default=["binary", "float"])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = build_stores(Path(tmp))
+        for variant in args.variants:
+            store, model = stores[variant]
+            for batching, max_batch in (("on", 32), ("off", 1)):
+                proc, url = start_server(store, max_batch, args.threads)
+                try:
+                    for c in args.concurrency:
+                        cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests))
+                        cell.update(variant=variant, batching=batching, concurrency=c)
+                        results.append(cell)
+                        print(json.dumps(cell), flush=True)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+
+    def rps(variant, batching, c):
+        return next((r["rps"] for r in results if (r["variant"], r["batching"], r["concurrency"]) == (variant, batching, c)), None)
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print("| model | batching | concurrency | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['variant']} | {r['batching']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+    top = max(args.concurrency)
+    for variant in args.variants:
+        on, off = rps(variant, "on", top), rps(variant, "off", top)
+        if on and off:
+            print(f"{variant}: batching on/off at concurrency {top}: {on / off:.2f}x")
+    for c in args.concurrency:
+        b, f = rps("binary", "on", c), rps("float", "on", c)
+        if b and f:
+            print(f"binary/float (batching on) at concurrency {c}: {b / f:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
