@@ -21,6 +21,7 @@ template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
   __m512i o0[PX], o1[PX], t0[PX], t1[PX];
+#pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
   // An odd last word pairs with a zero word of zero weights (x2 = 0): one loop, so the state
   // stays in registers.
@@ -52,6 +53,7 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
   }
   // val = k_total - 2 * (2 * twos + popcount(ones))
   const __m512i kt = _mm512_set1_epi32(k_total);
+#pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) {
     const __m512i s0 = _mm512_add_epi64(_mm512_slli_epi64(t0[p], 1), _mm512_popcnt_epi64(o0[p]));
     const __m512i s1 = _mm512_add_epi64(_mm512_slli_epi64(t1[p], 1), _mm512_popcnt_epi64(o1[p]));
