@@ -151,3 +151,21 @@ async def test_missing_store_serves_nothing_but_stays_up(tmp_path):
     async with serve(None, model_store=tmp_path / "absent", default_model=None) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert "model_store" in (await client.get("/readyz")).json()["not_ready"]
+
+
+async def test_shipped_fashion_mnist_model_when_present():
+    from tests.api.conftest import REPO
+
+    shipped = REPO / "model_store"
+    if not (shipped / "fashion-mnist-bnn" / "model.json").is_file():
+        pytest.skip("model_store/fashion-mnist-bnn not shipped yet")
+    async with serve(None, model_store=shipped, default_model="fashion-mnist-bnn") as client:
+        r = await client.post("/predict", files=[("file", ("x.png", png_bytes(size=(28, 28))))], params={"top_k": 3})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"][0]["predictions"]) == 3
+        layers = (await client.get("/models/fashion-mnist-bnn")).json()["summary"]["layers"]
+        name = next(layer["name"] for layer in layers if layer["op"] == "binary_conv2d")
+        c = next(layer for layer in layers if layer["name"] == name)["attrs"]["in_channels"]
+        x = {"shape": [1, c, 7, 7], "data": [1.0] * (c * 49)}
+        conv = await client.post("/conv", json={"input": x, "model": "fashion-mnist-bnn", "layer": name})
+        assert conv.status_code == 200, conv.text
