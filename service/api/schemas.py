@@ -72,6 +72,7 @@ class ConvRequest(BaseModel):
     Binarisation: +1 where x >= 0 (so 0 and +inf give +1), -1 otherwise (so NaN and -inf give -1).
     Give either ``weight`` or ``model`` + ``layer`` (a loaded model's binary layer, whose stored
     stride/padding/dilation/pad_value apply; geometry given in the request must then match it).
+    The result is the raw correlation of the ±1 values: a layer's fused scale and bias are not applied.
     """
 
     model_config = ConfigDict(
