@@ -171,7 +171,7 @@ def _function_node(name: str, node: fx.Node, inputs: list[str]) -> _IRNode | Non
 
 def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
     try:
-        graph = _Tracer().trace(model)
+        graph = _Tracer(autowrap_functions=(kernel.sign,)).trace(model)
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"torch.fx could not trace the model: {e}") from e
     modules = dict(model.named_modules())

@@ -22,7 +22,7 @@ ResizePolicy = Literal["stretch", "fit", "center_crop", "none"]
 TensorDType = Literal["uint8", "float32"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,255}$")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,255}$")
 
 
 class _Strict(BaseModel):
