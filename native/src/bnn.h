@@ -7,7 +7,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <array>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -45,6 +47,13 @@ struct ConvShape {
   void validate() const;
 };
 
+// Padding-correction tables for one conv geometry (see ConvJob in kernels.h).
+struct CorrectionTable {
+  std::array<int64_t, 10> key{};  // H, W, ph, pw, sh, sw, dh, dw, pad_value, OH
+  std::vector<int32_t> row_class, col_class, table;
+  int64_t nrc = 1, ncc = 1;
+};
+
 // Weights binarised and laid out for the kernels: [ceil(O/16)][KH][KW][words][16] u64, so one
 // vector load brings the same word of 16 consecutive output channels.
 class PackedWeights {
@@ -59,8 +68,13 @@ class PackedWeights {
   std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
   std::vector<int32_t> tap_sums_blocked;  // the same as [ceil(O/16)][KH*KW][16], zero past O
 
+  // The correction table for this geometry, built on first use and cached (thread-safe).
+  std::shared_ptr<const CorrectionTable> correction(const ConvShape& s) const;
+
  private:
   void finish();
+  mutable std::shared_ptr<std::mutex> cache_mutex_ = std::make_shared<std::mutex>();
+  mutable std::vector<std::shared_ptr<const CorrectionTable>> cache_;  // most recent last, at most 8
 };
 
 class PackedActivations {

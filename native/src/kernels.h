@@ -19,6 +19,13 @@ struct ConvJob {
   int64_t OH, OW;
   const int64_t* word_offsets;  // [KH*KW*words] offset of each reduction word inside the padded input
   int64_t k_total;              // C * KH * KW
+  // Padding correction (pad_value != 1), by class: each output row has a row class (which
+  // kernel rows fall outside the input), each output column a column class; class 0 is
+  // "none outside". corr_table[(ob * nrc + rc) * ncc + cc][16] is the amount to add.
+  const int32_t* row_class = nullptr;  // [OH]
+  const int32_t* col_class = nullptr;  // [OW]
+  const int32_t* corr_table = nullptr;
+  int64_t nrc = 1, ncc = 1;
 };
 
 struct KernelTable {

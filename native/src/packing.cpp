@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include "kernels.h"
 #include "thread_pool.h"
@@ -151,6 +152,61 @@ void PackedWeights::to_canonical(uint64_t* bits) const {
         bits[(o * taps + t) * words + k] = blocked.data()[((o / kOutBlock * taps + t) * words + k) * kOutBlock + o % kOutBlock];
 }
 
+std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape& s) const {
+  const std::array<int64_t, 10> key{s.H, s.W, s.ph, s.pw, s.sh, s.sw, s.dh, s.dw, s.pad_value, s.OH()};
+  {
+    std::lock_guard<std::mutex> lock(*cache_mutex_);
+    for (const auto& e : cache_)
+      if (e->key == key) return e;
+  }
+  auto t = std::make_shared<CorrectionTable>();
+  t->key = key;
+  // Which kernel rows (columns) fall outside the input, per output row (column); class 0 = none.
+  auto classify = [](int64_t n_out, int64_t stride, int64_t pad, int64_t k, int64_t dil, int64_t size,
+                     std::vector<int32_t>& cls, std::vector<std::vector<uint8_t>>& sets) {
+    std::map<std::vector<uint8_t>, int32_t> ids;
+    sets.assign(1, std::vector<uint8_t>(static_cast<size_t>(k), 0));
+    ids[sets[0]] = 0;
+    cls.resize(static_cast<size_t>(n_out));
+    for (int64_t o = 0; o < n_out; ++o) {
+      std::vector<uint8_t> out(static_cast<size_t>(k));
+      for (int64_t q = 0; q < k; ++q) {
+        const int64_t i = o * stride - pad + q * dil;
+        out[q] = i < 0 || i >= size;
+      }
+      auto it = ids.find(out);
+      if (it == ids.end()) {
+        it = ids.emplace(out, static_cast<int32_t>(sets.size())).first;
+        sets.push_back(out);
+      }
+      cls[o] = it->second;
+    }
+  };
+  std::vector<std::vector<uint8_t>> rsets, csets;
+  classify(s.OH(), s.sh, s.ph, s.KH, s.dh, s.H, t->row_class, rsets);
+  classify(s.OW(), s.sw, s.pw, s.KW, s.dw, s.W, t->col_class, csets);
+  const int64_t nrc = static_cast<int64_t>(rsets.size()), ncc = static_cast<int64_t>(csets.size());
+  const int64_t blocks = (O + kOutBlock - 1) / kOutBlock;
+  t->nrc = nrc, t->ncc = ncc;
+  t->table.assign(static_cast<size_t>(blocks * nrc * ncc * kOutBlock), 0);
+  const int32_t factor = s.pad_value - 1;
+  for (int64_t ob = 0; ob < blocks; ++ob)
+    for (int64_t rc = 0; rc < nrc; ++rc)
+      for (int64_t cc = 0; cc < ncc; ++cc) {
+        int32_t* dst = t->table.data() + ((ob * nrc + rc) * ncc + cc) * kOutBlock;
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            if (!rsets[rc][kh] && !csets[cc][kw]) continue;
+            const int32_t* ts = tap_sums_blocked.data() + (ob * KH * KW + kh * KW + kw) * kOutBlock;
+            for (int64_t j = 0; j < kOutBlock; ++j) dst[j] += factor * ts[j];
+          }
+      }
+  std::lock_guard<std::mutex> lock(*cache_mutex_);
+  if (cache_.size() >= 8) cache_.erase(cache_.begin());
+  cache_.push_back(t);
+  return t;
+}
+
 // ---- activations --------------------------------------------------------------------------
 
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
@@ -213,6 +269,14 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
         offs[(kh * s.KW + kw) * x.words + k] = (kh * s.dh * x.Wp() + kw * s.dw) * x.words + k;
   job.word_offsets = offs.data();
   job.k_total = s.C * s.KH * s.KW;
+  std::shared_ptr<const CorrectionTable> corr;
+  if (s.pad_value != 1 && (s.ph > 0 || s.pw > 0)) {
+    corr = w.correction(s);
+    job.row_class = corr->row_class.data();
+    job.col_class = corr->col_class.data();
+    job.corr_table = corr->table.data();
+    job.nrc = corr->nrc, job.ncc = corr->ncc;
+  }
   const KernelTable& kt = active_kernels();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
   const int64_t rows = s.N * job.OH;
