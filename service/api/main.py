@@ -41,10 +41,8 @@ class _EmptyStore:
 
 def load_store(settings: Settings) -> StoreLike:
     """Every model under ``settings.model_store``; a missing or unreadable store serves no models."""
-    try:  # imported late: the API layer also runs with an injected store
-        from service.model import ModelStore
-    except ImportError:  # a stale editable install that predates service/model/__init__.py
-        from service.model.store import ModelStore
+    from service.model import ModelStore  # imported late: the API layer also runs with an injected store
+
     try:
         return ModelStore.load(settings.model_store)
     except Exception as exc:  # noqa: BLE001 - report it as not-ready instead of failing to start

@@ -13,13 +13,9 @@ from torch import nn
 
 from service.api import Settings, create_app
 from service.kernel import BinaryConv2d
-from tests.api.fakes import FakeStore, GatedModel, TinyBinaryModel
-
-try:  # the real model layer; the contract-honouring fake stands in until it is importable
-    from service.export import export_model
-    from service.model.store import ModelStore
-except ImportError:  # pragma: no cover
-    export_model = ModelStore = None
+from service.export import export_model
+from service.model import ModelStore
+from tests.api.fakes import FakeStore, GatedModel
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["circle", "square", "line", "dot"]
@@ -43,8 +39,6 @@ class TinyNet(nn.Module):
 @pytest.fixture(scope="session")
 def model_store_dir(tmp_path_factory) -> Path:
     """A model store with one real exported model ('tiny') and one broken folder ('broken')."""
-    if export_model is None:
-        pytest.skip("service.export / service.model not importable")
     root = tmp_path_factory.mktemp("model_store")
     torch.manual_seed(0)
     export_model(TinyNet(), root / "tiny", "tiny", "1",
@@ -61,16 +55,12 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def tiny_model(request):
-    if export_model is None:
-        return TinyBinaryModel()
     store = ModelStore.load(request.getfixturevalue("model_store_dir"))
     return GatedModel(store.models["tiny"])
 
 
 @pytest.fixture
 def store(tiny_model, request) -> FakeStore:
-    if isinstance(tiny_model, TinyBinaryModel):
-        return FakeStore({"tiny": tiny_model}, {"broken": "manifest.json: missing field 'labels'"})
     real = ModelStore.load(request.getfixturevalue("model_store_dir"))
     return FakeStore({"tiny": tiny_model}, real.errors)
 
