@@ -39,6 +39,10 @@ struct KernelTable {
   // returns a checksum. peak_macs_per_iter binary MACs per iteration.
   uint64_t (*peak_loop)(int64_t iters);
   int64_t peak_macs_per_iter;
+  // Optional (null: the generic transpose path). Packs one NCHW image row: x points at channel
+  // 0, pixel 0 of the row, channels `cstride` floats apart; writes words [W][words] at dst
+  // (pixel stride `words`); channel tail bits are zero.
+  void (*pack_nchw_row)(const float* x, int64_t cstride, int64_t W, int64_t C, int64_t words, uint64_t* dst);
 };
 
 const KernelTable& portable_kernels();

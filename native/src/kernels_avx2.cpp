@@ -91,7 +91,7 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::avx2, &avx2_impl::sign_mask64, &avx2_impl::conv_row, &avx2_impl::peak_loop,
-                                 8 * 256};
+                                 8 * 256, nullptr};
   return table;
 }
 

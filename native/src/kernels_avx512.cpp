@@ -119,6 +119,39 @@ uint64_t sign_mask64(const float* p, int64_t n) {
 
 #include "conv_driver.inc"
 
+// NCHW row packing without a bit transpose: for 16 pixels at a time, each channel's compare
+// mask sets bit c of the pixels' words with one masked OR per 8 pixels.
+void pack_nchw_row(const float* x, int64_t cstride, int64_t W, int64_t C, int64_t words, uint64_t* dst) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t w0 = 0; w0 < W; w0 += 16) {
+    const int64_t n = std::min<int64_t>(16, W - w0);
+    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1);
+    for (int64_t k = 0; k < words; ++k) {
+      const int64_t c0 = k * 64, nc = std::min<int64_t>(64, C - c0);
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      __m512i bit = _mm512_set1_epi64(1);
+      const float* src = x + c0 * cstride + w0;
+      for (int64_t c = 0; c < nc; ++c) {
+        const __m512 v = _mm512_maskz_loadu_ps(valid, src + c * cstride);
+        const __mmask16 m = _mm512_mask_cmp_ps_mask(valid, v, zero, _CMP_NGE_UQ);
+        lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(m), lo, bit);
+        hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(m >> 8), hi, bit);
+        bit = _mm512_add_epi64(bit, bit);
+      }
+      uint64_t* d = dst + w0 * words + k;
+      if (words == 1) {
+        _mm512_mask_storeu_epi64(d, static_cast<__mmask8>(valid), lo);
+        _mm512_mask_storeu_epi64(d + 8, static_cast<__mmask8>(valid >> 8), hi);
+      } else {
+        alignas(64) uint64_t tmp[16];
+        _mm512_store_si512(tmp, lo);
+        _mm512_store_si512(tmp + 8, hi);
+        for (int64_t p = 0; p < n; ++p) d[p * words] = tmp[p];
+      }
+    }
+  }
+}
+
 uint64_t peak_loop(int64_t iters) {
   __m512i w0 = _mm512_set1_epi64(0x0123456789abcdefLL), w1 = _mm512_set1_epi64(0x7edcba9876543210LL);
   __m512i a[12], b[6];
@@ -140,7 +173,7 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& avx512_kernels() {
   static const KernelTable table{Isa::avx512, &avx512_impl::sign_mask64, &avx512_impl::conv_row,
-                                 &avx512_impl::peak_loop, 12 * 512};
+                                 &avx512_impl::peak_loop, 12 * 512, &avx512_impl::pack_nchw_row};
   return table;
 }
 

@@ -56,7 +56,7 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& portable_kernels() {
   static const KernelTable table{Isa::portable, &portable_impl::sign_mask64, &portable_impl::conv_row,
-                                 &portable_impl::peak_loop, 8 * 64};
+                                 &portable_impl::peak_loop, 8 * 64, nullptr};
   return table;
 }
 

@@ -234,6 +234,13 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
     });
     return;
   }
+  if (kt.pack_nchw_row) {
+    pool.parallel_for(N * H, [&](int64_t r) {
+      const int64_t n = r / H, h = r % H;
+      kt.pack_nchw_row(x + n * C * HW + h * W, HW, W, C, words, pixel_word(n, h * W));
+    });
+    return;
+  }
   // NCHW: sign masks of 64 pixels for each of 64 channels, then a 64x64 bit transpose.
   const int64_t pblocks = (HW + 63) / 64;
   pool.parallel_for(N * pblocks, [&](int64_t job) {
