@@ -51,6 +51,13 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
   store_block_scalar(val, np, nO, scale, bias, dst, plane);
 }
 
+inline void add16(int32_t* v, const int32_t* c) {
+  __m256i* d = reinterpret_cast<__m256i*>(v);
+  const __m256i* s = reinterpret_cast<const __m256i*>(c);
+  _mm256_store_si256(d, _mm256_add_epi32(_mm256_load_si256(d), _mm256_loadu_si256(s)));
+  _mm256_store_si256(d + 1, _mm256_add_epi32(_mm256_load_si256(d + 1), _mm256_loadu_si256(s + 1)));
+}
+
 uint64_t sign_mask64(const float* p, int64_t n) {
   const __m256 zero = _mm256_setzero_ps();
   uint64_t m = 0;

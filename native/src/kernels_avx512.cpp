@@ -21,26 +21,35 @@ template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
   __m512i o0[PX], o1[PX], t0[PX], t1[PX];
-#pragma GCC unroll 16
-  for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
-  // An odd last word pairs with a zero word of zero weights (x2 = 0): one loop, so the state
-  // stays in registers.
-  alignas(64) static const uint64_t kZeros[16] = {};
-  for (int64_t i = 0; i < K; i += 2) {
-    const bool two = i + 1 < K;
-    const uint64_t* wt = wblk + i * 16;
-    const uint64_t* wt2 = two ? wt + 16 : kZeros;
-    const uint64_t* s1 = in + offs[i];
-    const uint64_t* s2 = two ? in + offs[i + 1] : kZeros;
-    const int64_t ps2 = two ? pix_stride : 0;
-    const __m512i w10 = _mm512_load_si512(wt);
-    const __m512i w11 = _mm512_load_si512(wt + 8);
-    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt2));
-    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt2 + 8));
+  // An odd word count starts the `ones` plane with the first word (twos = 0); the rest pair up.
+  int64_t i = 0;
+  if (K & 1) {
+    const __m512i w10 = _mm512_load_si512(wblk), w11 = _mm512_load_si512(wblk + 8);
+    const uint64_t* s1 = in + offs[0];
 #pragma GCC unroll 16
     for (int p = 0; p < PX; ++p) {
       const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * ps2])));
+      o0[p] = _mm512_xor_si512(a1, w10);
+      o1[p] = _mm512_xor_si512(a1, w11);
+      t0[p] = t1[p] = _mm512_setzero_si512();
+    }
+    i = 1;
+  } else {
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
+  }
+  for (; i < K; i += 2) {
+    const uint64_t* wt = wblk + i * 16;
+    const uint64_t* s1 = in + offs[i];
+    const uint64_t* s2 = in + offs[i + 1];
+    const __m512i w10 = _mm512_load_si512(wt);
+    const __m512i w11 = _mm512_load_si512(wt + 8);
+    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt + 16));
+    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt + 24));
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p) {
+      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
+      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
       const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
       const __m512i c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
       t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(c0));
@@ -103,6 +112,10 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
       _mm512_mask_storeu_ps(dst + j * plane + p0, m, f);
     }
   }
+}
+
+inline void add16(int32_t* v, const int32_t* c) {
+  _mm512_store_si512(v, _mm512_add_epi32(_mm512_load_si512(v), _mm512_loadu_si512(c)));
 }
 
 uint64_t sign_mask64(const float* p, int64_t n) {

@@ -29,6 +29,10 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
   store_block_scalar(val, np, nO, scale, bias, dst, plane);
 }
 
+inline void add16(int32_t* v, const int32_t* c) {
+  for (int j = 0; j < 16; ++j) v[j] += c[j];
+}
+
 uint64_t sign_mask64(const float* p, int64_t n) {
   uint64_t m = 0;
   for (int64_t i = 0; i < n; ++i) m |= static_cast<uint64_t>(!(p[i] >= 0.0f)) << i;
