@@ -89,9 +89,12 @@ def _input_tensor(req: V2InferRequest, model, max_images: int) -> torch.Tensor:
         raise PayloadTooLarge(f"batch of {t.shape[0]} images; the limit is {max_images}")
     count = math.prod(t.shape)
     try:
-        array = np.asarray(t.data, dtype=np.float32)
+        array = np.asarray(t.data)
     except (ValueError, TypeError):
-        raise InvalidInput(f"input {t.name!r}: data must be numbers, flat or nested evenly") from None
+        array = None
+    if array is None or array.dtype.kind not in "biuf":  # null, strings or objects would pass a float32 cast
+        raise InvalidInput(f"input {t.name!r}: data must be numbers, flat or nested evenly")
+    array = array.astype(np.float32)
     if array.size != count:
         raise InvalidInput(f"input {t.name!r}: data has {array.size} values but shape {t.shape} needs {count}")
     return torch.from_numpy(array.reshape(t.shape))
