@@ -95,6 +95,8 @@ def _input_tensor(req: V2InferRequest, model, max_images: int) -> torch.Tensor:
     if array is None or array.dtype.kind not in "biuf":  # null, strings or objects would pass a float32 cast
         raise InvalidInput(f"input {t.name!r}: data must be numbers, flat or nested evenly")
     array = array.astype(np.float32)
+    if not np.isfinite(array).all():  # a model's float layers would turn them into null logits
+        raise InvalidInput(f"input {t.name!r}: data must be finite (no NaN or infinity)")
     if array.size != count:
         raise InvalidInput(f"input {t.name!r}: data has {array.size} values but shape {t.shape} needs {count}")
     return torch.from_numpy(array.reshape(t.shape))
