@@ -434,7 +434,8 @@ def v2_cases() -> list[Case]:
         _v2_case("dicts-in-data", t(lambda c: [1, *_chw(c)], lambda n: [{}] * n), {400}, "data"),
         _v2_case("datatype-INT8", t(lambda c: [1, *_chw(c)], datatype="INT8"), {400}, "FP32"),
         _v2_case("nan-inf-values", t(lambda c: [1, *_chw(c)],
-                                     lambda n: ([float("nan"), float("inf"), float("-inf")] * n)[:n]), {200}),
+                                     lambda n: ([float("nan"), float("inf"), float("-inf")] * n)[:n]), {400}, "finite"),
+        _v2_case("float32-overflow", t(lambda c: [1, *_chw(c)], lambda n: [1e39] * n), {400}, "finite"),
     ]
 
 
