@@ -21,15 +21,16 @@ ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS deps
 # Build-time only (not persisted in the image): pip reads it from the environment of RUN.
 ARG PIP_EXTRA_INDEX_URL
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
-RUN python -m venv /opt/venv
+# no pip inside the venv: the base image's pip installs into it (pip --python)
+RUN python -m venv --without-pip /opt/venv
 COPY pyproject.toml ./
-# Runtime dependencies only (not the test/train extras); torch first so that the CPU build is chosen.
+# Runtime dependencies only (not the test/train extras). torch==2.13.0 resolves to 2.13.0+cpu (a
+# local version sorts above the plain one) from /opt/wheels or PyTorch's CPU index.
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
- && /opt/venv/bin/pip install --no-compile "$(grep '^torch' requirements.txt)" \
- && /opt/venv/bin/pip install --no-compile -r requirements.txt \
+ && pip --python /opt/venv/bin/python install --no-compile -r requirements.txt \
  && /opt/venv/bin/python -c 'import torch; assert "+cpu" in torch.__version__ or not torch.backends.cuda.is_built(), torch.__version__' \
  && T=$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
  && rm -rf "$T/test" "$T/include" "$T/share/cmake" \
@@ -37,8 +38,7 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
            "$T"/lib/libbackend_with_compiler.so "$T"/lib/libaoti_custom_ops.so \
  && find "$T/bin" -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
- && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib > /dev/null \
- && /opt/venv/bin/python -c 'import torch, numpy, fastapi, uvicorn, PIL; torch.ones(2).sum()'
+ && PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import torch, numpy, fastapi, uvicorn, PIL; torch.ones(2).sum()'
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -65,13 +65,18 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     BNN_MODEL_STORE=/app/model_store
-RUN groupadd --system --gid 10001 bnn \
- && useradd --system --uid 10001 --gid bnn --home-dir /app --no-create-home --shell /usr/sbin/nologin bnn
+RUN groupadd --gid 10001 bnn \
+ && useradd --uid 10001 --gid bnn --home-dir /app --no-create-home --shell /usr/sbin/nologin bnn
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=builder /wheels/ /tmp/wheels/
-RUN /opt/venv/bin/pip install --no-deps --no-compile /tmp/wheels/*.whl \
+# Bytecode only for the modules the server imports when it starts (the root filesystem is
+# read-only at run time, so nothing could be cached later): compiling all of site-packages would
+# add ~160 MB, mostly for modules the server never imports (sympy, torch._inductor, ...).
+RUN pip --python /opt/venv/bin/python install --no-deps --no-compile /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/service > /dev/null
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/service \
+ && env -u PYTHONDONTWRITEBYTECODE /opt/venv/bin/python -c 'import torch.nn.functional, numpy, fastapi, starlette.middleware, pydantic_settings, uvicorn.main, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, uvicorn.loops.asyncio, PIL.Image, PIL.PngImagePlugin, PIL.JpegImagePlugin, multipart, safetensors.torch, prometheus_client' \
+ && (env -u PYTHONDONTWRITEBYTECODE /opt/venv/bin/python -c 'import service.__main__, service.api.main' || true)
 WORKDIR /app
 COPY --chown=root:root model_store/ /app/model_store/
 USER 10001:10001
