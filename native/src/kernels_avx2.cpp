@@ -7,7 +7,7 @@
 namespace bnn {
 namespace avx2_impl {
 
-constexpr int kMaxPx = 2;
+constexpr int kMaxPx = 3;
 
 inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
   const __m256i lo = _mm256_and_si256(v, low);
@@ -15,6 +15,10 @@ inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
   return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
 }
 
+// Harley-Seal, one level (see kernels_avx512.cpp), without vpternlogq:
+//   d = (a1 ^ a2) ^ (w1 ^ w2) = x1 ^ x2;  ones' = ones ^ d;  carry = x1 ^ ((ones ^ x1) & d)
+// carries are counted per byte (vpshufb nibble lookup) and summed in byte lanes; vpsadbw
+// folds the bytes into 64-bit lanes only every 31 pairs (a byte then holds at most 248).
 template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
@@ -22,33 +26,109 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
-  __m256i a[PX][4];
-  for (int p = 0; p < PX; ++p)
-    for (int v = 0; v < 4; ++v) a[p][v] = zero;
-  for (int64_t i = 0; i < K; ++i) {
-    const uint64_t* wt = wblk + i * 16;
-    __m256i b[PX];
-    for (int p = 0; p < PX; ++p) b[p] = _mm256_set1_epi64x(static_cast<long long>(in[p * pix_stride + offs[i]]));
-    for (int v = 0; v < 4; ++v) {
-      const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + v * 4));
+  alignas(32) uint64_t twos[PX][16] = {};  // flushed carry counts, weight 2
+  for (int h = 0; h < 16; h += 8) {        // two halves of 8 channels: fewer live registers
+    __m256i o[PX][2], c8[PX][2];
+    int64_t i = 0;
+    if (K & 1) {
+      const uint64_t* s1 = in + offs[0];
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wblk + h));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wblk + h + 4));
       for (int p = 0; p < PX; ++p) {
-        const __m256i c = popcount_bytes(_mm256_xor_si256(b[p], wv), lut, low);
-        a[p][v] = _mm256_add_epi64(a[p][v], _mm256_sad_epu8(c, zero));
+        const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
+        o[p][0] = _mm256_xor_si256(a1, w0);
+        o[p][1] = _mm256_xor_si256(a1, w1);
+        c8[p][0] = c8[p][1] = zero;
+      }
+      i = 1;
+    } else {
+      for (int p = 0; p < PX; ++p) o[p][0] = o[p][1] = c8[p][0] = c8[p][1] = zero;
+    }
+    int pairs = 0;
+    for (; i < K; i += 2) {
+      const uint64_t* wt = wblk + i * 16 + h;
+      const uint64_t* s1 = in + offs[i];
+      const uint64_t* s2 = in + offs[i + 1];
+      for (int v = 0; v < 2; ++v) {
+        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + v * 4));
+        const __m256i dw = _mm256_xor_si256(w1, _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + 16 + v * 4)));
+        for (int p = 0; p < PX; ++p) {
+          const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
+          const __m256i a2 = _mm256_set1_epi64x(static_cast<long long>(s2[p * pix_stride]));
+          const __m256i x1 = _mm256_xor_si256(a1, w1);
+          const __m256i d = _mm256_xor_si256(_mm256_xor_si256(a1, a2), dw);
+          const __m256i carry = _mm256_xor_si256(x1, _mm256_and_si256(_mm256_xor_si256(o[p][v], x1), d));
+          o[p][v] = _mm256_xor_si256(o[p][v], d);
+          c8[p][v] = _mm256_add_epi8(c8[p][v], popcount_bytes(carry, lut, low));
+        }
+      }
+      if (++pairs == 31) {
+        pairs = 0;
+        for (int p = 0; p < PX; ++p)
+          for (int v = 0; v < 2; ++v) {
+            __m256i* t = reinterpret_cast<__m256i*>(twos[p] + h + v * 4);
+            _mm256_store_si256(t, _mm256_add_epi64(_mm256_load_si256(t), _mm256_sad_epu8(c8[p][v], zero)));
+            c8[p][v] = zero;
+          }
+      }
+    }
+    for (int p = 0; p < PX; ++p)
+      for (int v = 0; v < 2; ++v) {
+        // popcount = 2 * twos + popcount(ones)
+        const __m256i t = _mm256_add_epi64(_mm256_load_si256(reinterpret_cast<const __m256i*>(twos[p] + h + v * 4)),
+                                           _mm256_sad_epu8(c8[p][v], zero));
+        const __m256i cnt = _mm256_add_epi64(_mm256_add_epi64(t, t),
+                                             _mm256_sad_epu8(popcount_bytes(o[p][v], lut, low), zero));
+        // 64-bit lanes -> 32-bit: take the low halves (counts < 2^31)
+        const __m256i lo32 = _mm256_permutevar8x32_epi32(cnt, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        const __m128i c32 = _mm256_castsi256_si128(lo32);
+        const __m128i r = _mm_sub_epi32(_mm_set1_epi32(k_total), _mm_slli_epi32(c32, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(val + p * 16 + h + v * 4), r);
+      }
+  }
+}
+
+// 8x8 transpose of int32.
+inline void transpose8(__m256i r[8]) {
+  __m256i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i + 0] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // b[4i + k], 128-bit lane L = rows 4i..4i+3 of column 4L + k
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm256_permute2x128_si256(b[k], b[4 + k], 0x20);
+    r[4 + k] = _mm256_permute2x128_si256(b[k], b[4 + k], 0x31);
+  }
+}
+
+inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
+                        int64_t plane) {
+  for (int p0 = 0; p0 < np; p0 += 8) {
+    const int n = std::min(8, np - p0);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int h = 0; h < 16 && h < nO; h += 8) {
+      __m256i r[8];
+      for (int p = 0; p < 8; ++p)
+        r[p] = p < n ? _mm256_load_si256(reinterpret_cast<const __m256i*>(val + (p0 + p) * 16 + h))
+                     : _mm256_setzero_si256();
+      transpose8(r);
+      for (int j = 0; j < 8 && h + j < nO; ++j) {
+        __m256 f = _mm256_cvtepi32_ps(r[j]);
+        if (scale) f = _mm256_mul_ps(f, _mm256_set1_ps(scale[h + j]));
+        if (bias) f = _mm256_add_ps(f, _mm256_set1_ps(bias[h + j]));
+        float* d = dst + (h + j) * plane + p0;
+        if (n == 8) _mm256_storeu_ps(d, f);
+        else _mm256_maskstore_ps(d, mask, f);
       }
     }
   }
-  for (int p = 0; p < PX; ++p)
-    for (int v = 0; v < 4; ++v) {
-      alignas(32) uint64_t lanes[4];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), a[p][v]);
-      for (int l = 0; l < 4; ++l) val[p * 16 + v * 4 + l] = k_total - 2 * static_cast<int32_t>(lanes[l]);
-    }
-}
-
-inline void store_block_scalar(const int32_t*, int, int, const float*, const float*, float*, int64_t);
-inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
-                        int64_t plane) {
-  store_block_scalar(val, np, nO, scale, bias, dst, plane);
 }
 
 inline void add16(int32_t* v, const int32_t* c) {
