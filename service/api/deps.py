@@ -67,7 +67,8 @@ def require_api_key(
     if expected is None:
         return
     given = api_key if api_key is not None else (bearer.credentials if bearer is not None else None)
-    if given is None or not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    # Header values arrive decoded as latin-1: back to their raw bytes, so a UTF-8 key can match.
+    if given is None or not secrets.compare_digest(given.encode("latin-1"), expected.get_secret_value().encode()):
         raise Unauthorized()
 
 
