@@ -167,6 +167,10 @@ def train(args: argparse.Namespace) -> dict:
     xte, yte = to_tensor(test_x), torch.from_numpy(test_y)
 
     model = FashionNet(binary=not args.float, width=args.width)
+    if args.init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(xtr) / args.batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps_per_epoch)
@@ -255,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="training/runs", help="checkpoints and logs (safetensors + json)")
     p.add_argument("--export-dir", default="model_store/fashion-mnist-bnn")
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--init", default=None, help="start from this safetensors state_dict (fine-tuning)")
     p.add_argument("--from-checkpoint", default=None, help="skip training: export this safetensors state_dict")
     args = p.parse_args(argv)
     if args.from_checkpoint:
