@@ -52,6 +52,7 @@ struct CorrectionTable {
   std::array<int64_t, 10> key{};  // H, W, ph, pw, sh, sw, dh, dw, pad_value, OH
   std::vector<int32_t> row_class, col_class, table;
   int64_t nrc = 1, ncc = 1;
+  int64_t col_inner_lo = 0, col_inner_hi = 0;  // columns in [lo, hi) all have class 0
 };
 
 // Weights binarised and laid out for the kernels: [ceil(O/16)][KH][KW][words][16] u64, so one

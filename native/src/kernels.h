@@ -26,6 +26,7 @@ struct ConvJob {
   const int32_t* col_class = nullptr;  // [OW]
   const int32_t* corr_table = nullptr;
   int64_t nrc = 1, ncc = 1;
+  int64_t col_inner_lo = 0, col_inner_hi = 0;  // columns in [lo, hi) all have class 0
 };
 
 struct KernelTable {

@@ -62,12 +62,13 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
   }
   // val = k_total - 2 * (2 * twos + popcount(ones))
   const __m512i kt = _mm512_set1_epi32(k_total);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
 #pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) {
     const __m512i s0 = _mm512_add_epi64(_mm512_slli_epi64(t0[p], 1), _mm512_popcnt_epi64(o0[p]));
     const __m512i s1 = _mm512_add_epi64(_mm512_slli_epi64(t1[p], 1), _mm512_popcnt_epi64(o1[p]));
-    const __m512i cnt = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s0)), _mm512_cvtepi64_epi32(s1), 1);
-    _mm512_store_si512(val + p * 16, _mm512_sub_epi32(kt, _mm512_slli_epi32(cnt, 1)));
+    const __m512i cnt = _mm512_permutex2var_epi32(s0, even, s1);  // low dwords of the 16 lanes
+    _mm512_store_si512(val + p * 16, _mm512_sub_epi32(kt, _mm512_add_epi32(cnt, cnt)));
   }
 }
 

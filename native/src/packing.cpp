@@ -187,6 +187,17 @@ std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape
   classify(s.OW(), s.sw, s.pw, s.KW, s.dw, s.W, t->col_class, csets);
   const int64_t nrc = static_cast<int64_t>(rsets.size()), ncc = static_cast<int64_t>(csets.size());
   const int64_t blocks = (O + kOutBlock - 1) / kOutBlock;
+  {  // the longest run of class-0 columns
+    int64_t best_lo = 0, best_len = 0;
+    for (int64_t a = 0; a < static_cast<int64_t>(t->col_class.size());) {
+      if (t->col_class[a] != 0) { ++a; continue; }
+      int64_t b = a;
+      while (b < static_cast<int64_t>(t->col_class.size()) && t->col_class[b] == 0) ++b;
+      if (b - a > best_len) best_lo = a, best_len = b - a;
+      a = b;
+    }
+    t->col_inner_lo = best_lo, t->col_inner_hi = best_lo + best_len;
+  }
   t->nrc = nrc, t->ncc = ncc;
   t->table.assign(static_cast<size_t>(blocks * nrc * ncc * kOutBlock), 0);
   const int32_t factor = s.pad_value - 1;
@@ -283,6 +294,7 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
     job.col_class = corr->col_class.data();
     job.corr_table = corr->table.data();
     job.nrc = corr->nrc, job.ncc = corr->ncc;
+    job.col_inner_lo = corr->col_inner_lo, job.col_inner_hi = corr->col_inner_hi;
   }
   const KernelTable& kt = active_kernels();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
