@@ -26,7 +26,7 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
-  alignas(32) uint64_t twos[PX][16] = {};  // flushed carry counts, weight 2
+  alignas(32) uint64_t twos[PX][16];  // flushed carry counts, weight 2 (written on the first flush)
   for (int h = 0; h < 16; h += 8) {        // two halves of 8 channels: fewer live registers
     __m256i o[PX][2], c8[PX][2];
     int64_t i = 0;
@@ -45,6 +45,7 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
       for (int p = 0; p < PX; ++p) o[p][0] = o[p][1] = c8[p][0] = c8[p][1] = zero;
     }
     int pairs = 0;
+    bool flushed = false;
     for (; i < K; i += 2) {
       const uint64_t* wt = wblk + i * 16 + h;
       const uint64_t* s1 = in + offs[i];
@@ -67,24 +68,29 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
         for (int p = 0; p < PX; ++p)
           for (int v = 0; v < 2; ++v) {
             __m256i* t = reinterpret_cast<__m256i*>(twos[p] + h + v * 4);
-            _mm256_store_si256(t, _mm256_add_epi64(_mm256_load_si256(t), _mm256_sad_epu8(c8[p][v], zero)));
+            const __m256i sum = _mm256_sad_epu8(c8[p][v], zero);
+            _mm256_store_si256(t, flushed ? _mm256_add_epi64(_mm256_load_si256(t), sum) : sum);
             c8[p][v] = zero;
           }
+        flushed = true;
       }
     }
-    for (int p = 0; p < PX; ++p)
+    const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i kt = _mm256_set1_epi32(k_total);
+    for (int p = 0; p < PX; ++p) {
+      __m256i lo[2];
       for (int v = 0; v < 2; ++v) {
         // popcount = 2 * twos + popcount(ones)
-        const __m256i t = _mm256_add_epi64(_mm256_load_si256(reinterpret_cast<const __m256i*>(twos[p] + h + v * 4)),
-                                           _mm256_sad_epu8(c8[p][v], zero));
+        __m256i t = _mm256_sad_epu8(c8[p][v], zero);
+        if (flushed) t = _mm256_add_epi64(t, _mm256_load_si256(reinterpret_cast<const __m256i*>(twos[p] + h + v * 4)));
         const __m256i cnt = _mm256_add_epi64(_mm256_add_epi64(t, t),
                                              _mm256_sad_epu8(popcount_bytes(o[p][v], lut, low), zero));
-        // 64-bit lanes -> 32-bit: take the low halves (counts < 2^31)
-        const __m256i lo32 = _mm256_permutevar8x32_epi32(cnt, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-        const __m128i c32 = _mm256_castsi256_si128(lo32);
-        const __m128i r = _mm_sub_epi32(_mm_set1_epi32(k_total), _mm_slli_epi32(c32, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(val + p * 16 + h + v * 4), r);
+        lo[v] = _mm256_permutevar8x32_epi32(cnt, idx);  // low dwords (counts < 2^31) in the low half
       }
+      const __m256i c32 = _mm256_permute2x128_si256(lo[0], lo[1], 0x20);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(val + p * 16 + h),
+                         _mm256_sub_epi32(kt, _mm256_add_epi32(c32, c32)));
+    }
   }
 }
 
