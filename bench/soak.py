@@ -1,0 +1,517 @@
+"""Reliability under load, faults and hostile input, measured against a real `python -m service`.
+
+    .venv/bin/python bench/soak.py --report RELIABILITY.md      # every scenario, a few minutes
+    .venv/bin/python bench/soak.py --requests 2000 --skip-hostile
+
+Scenarios (each on its own loopback server where its settings differ):
+  soak          N mixed /predict, /conv, /v2 infer requests at concurrency 64; failures other than 503,
+                p50/p99, RSS after warm-up vs after the run
+  overload      a burst far past a small queue bound: only 200 or fast 503 + Retry-After; then at once 200s
+  slow clients  uploads trickled byte by byte over seconds while others are served; their latency
+  graceful stop SIGTERM under load: requests in flight answered, new ones refused, exit within the grace time
+  hostile       tests/reliability's catalogue (images, /conv, /v2), model-store faults, schemathesis, API key
+All traffic goes to 127.0.0.1 and every scenario is bounded in requests and seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from service.__main__ import GRACEFUL_SHUTDOWN_S  # noqa: E402
+from tests.reliability.harness import Server, fashion_model_into, running_server, start_server  # noqa: E402
+
+CONCURRENCY = 64
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# ---- the request mix ----------------------------------------------------------------------
+
+@dataclass
+class Mix:
+    """Ready-made bodies for the three inference routes (decoded once, sent many times)."""
+
+    model: str
+    chw: tuple[int, int, int]
+    png: bytes = b""
+    conv_body: bytes = b""
+    v2_body: bytes = b""
+
+    def __post_init__(self) -> None:
+        c, h, w = self.chw
+        rng = np.random.default_rng(0)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(buf, "PNG")
+        self.png = buf.getvalue()
+        x = rng.standard_normal((1, 16, 14, 14)).astype("<f4")
+        k = rng.standard_normal((16, 16, 3, 3)).astype("<f4")
+        self.conv_body = json.dumps({
+            "input": {"shape": list(x.shape), "b64": base64.b64encode(x.tobytes()).decode()},
+            "weight": {"shape": list(k.shape), "b64": base64.b64encode(k.tobytes()).decode()}, "padding": 1,
+        }).encode()
+        self.v2_body = json.dumps({"inputs": [{"name": "input", "shape": [1, c, h, w], "datatype": "FP32",
+                                               "data": rng.standard_normal(c * h * w).round(3).tolist()}]}).encode()
+
+    async def send(self, client: httpx.AsyncClient, i: int, headers: dict | None = None) -> tuple[str, httpx.Response]:
+        kind = ("predict", "conv", "v2")[i % 3]
+        headers = headers or {}
+        json_headers = {"content-type": "application/json", **headers}
+        if kind == "predict":
+            r = await client.post("/predict", params={"model": self.model, "top_k": 3},
+                                  files=[("file", ("x.png", self.png, "image/png"))], headers=headers)
+        elif kind == "conv":
+            r = await client.post("/conv", content=self.conv_body, headers=json_headers)
+        else:
+            r = await client.post(f"/v2/models/{self.model}/infer", content=self.v2_body, headers=json_headers)
+        return kind, r
+
+
+def _client(url: str, connections: int, keepalive: bool = True, timeout: float = 60) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections if keepalive else 0)
+    return httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+
+
+# ---- soak ---------------------------------------------------------------------------------
+
+async def _drive(client: httpx.AsyncClient, mix: Mix, n: int, concurrency: int):
+    counter = iter(range(n))
+    statuses: collections.Counter = collections.Counter()
+    latency: dict[str, list[float]] = collections.defaultdict(list)
+    failures: list[str] = []
+
+    async def worker() -> None:
+        for i in counter:
+            start = time.perf_counter()
+            try:
+                kind, r = await mix.send(client, i)
+            except httpx.HTTPError as exc:
+                statuses["transport error"] += 1
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            statuses[(kind, r.status_code)] += 1
+            if r.status_code == 200:
+                latency[kind].append(time.perf_counter() - start)
+            elif r.status_code != 503:
+                failures.append(f"{kind} {r.status_code}: {r.text[:200]}")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses, latency, failures
+
+
+async def soak(server: Server, mix: Mix, n: int, warmup: int, concurrency: int = CONCURRENCY) -> dict:
+    async with _client(server.url, concurrency) as client:
+        await _drive(client, mix, warmup, concurrency)
+        rss_warm = server.rss()
+        start = time.perf_counter()
+        statuses, latency, failures = await _drive(client, mix, n, concurrency)
+        seconds = time.perf_counter() - start
+    rss_end = server.rss()
+    every = [v for values in latency.values() for v in values]
+    return {
+        "requests": n, "warmup": warmup, "concurrency": concurrency, "seconds": seconds, "rps": n / seconds,
+        "ok": sum(c for k, c in statuses.items() if k != "transport error" and k[1] == 200),
+        "backpressure_503": sum(c for k, c in statuses.items() if k != "transport error" and k[1] == 503),
+        "failed": len(failures), "failures": failures[:5],
+        "p50_ms": percentile(every, 50) * 1e3, "p99_ms": percentile(every, 99) * 1e3,
+        "per_route": {k: {"n": len(v), "p50_ms": percentile(v, 50) * 1e3, "p99_ms": percentile(v, 99) * 1e3}
+                      for k, v in sorted(latency.items())},
+        "rss_warm_mib": rss_warm / 2**20, "rss_end_mib": rss_end / 2**20,
+        "rss_growth_pct": 100 * (rss_end - rss_warm) / rss_warm,
+    }
+
+
+# ---- overload -----------------------------------------------------------------------------
+
+async def overload(store: Path, mix: Mix, burst: int, queue: int = 8) -> dict:
+    """A burst of ``burst`` simultaneous 8-image /v2 requests against a queue of ``queue`` images."""
+    c, h, w = mix.chw
+    rows = 8
+    body = json.dumps({"inputs": [{"name": "input", "shape": [rows, c, h, w], "datatype": "FP32",
+                                   "data": [0.25] * (rows * c * h * w)}]}).encode()
+    with running_server(store, max_queue_size=queue, max_batch_size=rows) as server:
+        async with _client(server.url, burst) as client:
+            # open the connections first so the burst measures the queue, not TCP handshakes
+            await asyncio.gather(*(client.get("/healthz") for _ in range(burst)))
+
+            async def one() -> tuple[int, float, str | None]:
+                start = time.perf_counter()
+                r = await client.post(f"/v2/models/{mix.model}/infer", content=body,
+                                      headers={"content-type": "application/json"})
+                return r.status_code, time.perf_counter() - start, r.headers.get("retry-after")
+
+            start = time.perf_counter()
+            results = await asyncio.gather(*(one() for _ in range(burst)), return_exceptions=True)
+            burst_s = time.perf_counter() - start
+            recovery = []
+            for i in range(30):  # at once after the burst, one at a time: all must succeed
+                t = time.perf_counter()
+                _, r = await mix.send(client, i)
+                recovery.append((r.status_code, time.perf_counter() - t))
+        rss = server.rss()
+    answered = [x for x in results if not isinstance(x, BaseException)]
+    rejected = [x for x in answered if x[0] == 503]
+    return {
+        "burst": burst, "queue_images": queue, "images_per_request": rows, "burst_seconds": burst_s,
+        "ok": sum(1 for x in answered if x[0] == 200), "rejected_503": len(rejected),
+        "other": [x[0] for x in answered if x[0] not in (200, 503)] + [repr(x) for x in results
+                                                                      if isinstance(x, BaseException)],
+        "retry_after_on_all_503": all(x[2] is not None and x[2].isdigit() for x in rejected),
+        "p50_503_ms": percentile([x[1] for x in rejected], 50) * 1e3,
+        "p99_503_ms": percentile([x[1] for x in rejected], 99) * 1e3,
+        "recovery_ok": sum(1 for s, _ in recovery if s == 200), "recovery_n": len(recovery),
+        "recovery_p99_ms": percentile([t for _, t in recovery], 99) * 1e3, "rss_mib": rss / 2**20,
+    }
+
+
+# ---- slow clients -------------------------------------------------------------------------
+
+async def _trickle_upload(url: str, png: bytes, model: str, seconds: float) -> tuple[int, float]:
+    """POST /predict over a raw socket, the body sent one byte at a time spread over ``seconds``."""
+    host, port = url.removeprefix("http://").split(":")
+    boundary = "trickle7x"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /predict?model={model} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nConnection: close\r\n\r\n").encode()
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    pause = seconds / len(body)
+    for i in range(len(body)):
+        writer.write(body[i:i + 1])
+        await writer.drain()
+        await asyncio.sleep(pause)
+    status_line = await asyncio.wait_for(reader.readline(), 30)
+    writer.close()
+    return int(status_line.split()[1]), time.perf_counter() - start
+
+
+async def slow_clients(server: Server, mix: Mix, clients: int, seconds: float) -> dict:
+    async with _client(server.url, 8) as client:
+        async def normal_for(duration: float) -> list[float]:
+            times, end, i = [], time.perf_counter() + duration, 0
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                _, r = await mix.send(client, i)
+                i += 1
+                if r.status_code != 200:
+                    raise RuntimeError(f"normal request failed during the slow uploads: {r.status_code} {r.text}")
+                times.append(time.perf_counter() - t)
+            return times
+
+        baseline = await normal_for(1.0)
+        trickles = asyncio.gather(*(_trickle_upload(server.url, mix.png, mix.model, seconds) for _ in range(clients)))
+        during = await normal_for(seconds)
+        slow = await trickles
+    return {
+        "slow_clients": clients, "trickle_seconds": seconds, "upload_bytes": len(mix.png),
+        "slow_statuses": sorted({s for s, _ in slow}), "slow_took_s": max(t for _, t in slow),
+        "others_n": len(during), "others_p50_ms": percentile(during, 50) * 1e3,
+        "others_p99_ms": percentile(during, 99) * 1e3, "baseline_p99_ms": percentile(baseline, 99) * 1e3,
+    }
+
+
+# ---- graceful stop ------------------------------------------------------------------------
+
+async def graceful_stop(store: Path, mix: Mix, concurrency: int = 32, load_s: float = 1.5, after_s: float = 1.5,
+                        accepted_margin_s: float = 0.1) -> dict:
+    """SIGTERM while ``concurrency`` clients (a new connection per request) keep sending.
+
+    A request counts as accepted when the app began handling it: its X-Request-ID is in the server's
+    access log (written when the app finishes with a request, whatever the outcome).
+    """
+    server = start_server(store, log_level="info")
+    sigterm_at: float | None = None
+    records: list[tuple[float, float, str, str]] = []  # (start, end, outcome, request id)
+    stop_sending = time.perf_counter() + load_s + after_s
+
+    async with _client(server.url, concurrency, keepalive=False, timeout=GRACEFUL_SHUTDOWN_S + 10) as client:
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < stop_sending:
+                start = time.perf_counter()
+                request_id = f"graceful-{i}"
+                try:
+                    _, r = await mix.send(client, i, {"x-request-id": request_id})
+                    outcome = str(r.status_code)
+                except httpx.ConnectError:
+                    outcome = "refused"
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                records.append((start, time.perf_counter(), outcome, request_id))
+                i += concurrency
+                if outcome == "refused":
+                    await asyncio.sleep(0.05)
+
+        exited_at: float | None = None
+
+        async def terminate() -> None:
+            nonlocal sigterm_at, exited_at
+            await asyncio.sleep(load_s)
+            sigterm_at = time.perf_counter()
+            server.proc.terminate()
+            deadline = sigterm_at + GRACEFUL_SHUTDOWN_S + 20
+            while server.proc.poll() is None and time.perf_counter() < deadline:
+                await asyncio.sleep(0.02)
+            exited_at = time.perf_counter()
+
+        await asyncio.gather(terminate(), *(worker(w) for w in range(concurrency)))
+    if server.proc.poll() is None:
+        server.proc.kill()
+    code = server.proc.wait()
+    assert sigterm_at is not None and exited_at is not None
+    seen_by_app = set()
+    for line in server.output().splitlines():
+        if line.startswith("{") and '"request_id"' in line:
+            seen_by_app.add(json.loads(line)["request_id"])
+    in_flight = [r for r in records if r[0] < sigterm_at <= r[1]]
+    accepted = [r for r in in_flight if r[3] in seen_by_app]
+    not_read = [r for r in in_flight if r[3] not in seen_by_app]
+    after = [r for r in records if r[0] >= sigterm_at + accepted_margin_s]
+    return {
+        "in_flight_at_sigterm": len(in_flight),
+        "accepted": len(accepted), "accepted_answered_200": sum(1 for r in accepted if r[2] == "200"),
+        "accepted_other": collections.Counter(r[2] for r in accepted if r[2] != "200"),
+        "not_read_outcomes": collections.Counter(r[2] for r in not_read),
+        "after_sigterm": len(after), "after_outcomes": collections.Counter(r[2] for r in after),
+        "after_max_s": max((r[1] - r[0] for r in after), default=0.0),
+        "exit_code": code, "exit_within_s": exited_at - sigterm_at, "grace_s": GRACEFUL_SHUTDOWN_S,
+        "traceback_in_log": "Traceback" in server.output(),
+    }
+
+
+# ---- hostile input (the catalogue of tests/reliability) -----------------------------------
+
+def hostile(server: Server, store: Path, mix: Mix, fuzz_examples: int) -> dict:
+    from service.model import ModelStore
+    from tests.reliability.hostile import Context, all_cases, check
+    from tests.reliability.schema_fuzz import fuzz
+    from tests.reliability.store_faults import build_store, check_store
+
+    ctx = Context(ModelStore.load(store).models[mix.model], mix.model, 16 * 1024 * 1024)
+    groups: dict[str, list] = collections.defaultdict(list)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        rss_before = server.rss()
+        for case in all_cases():
+            groups[case.group].append(check(case, client, ctx))
+        rss_growth = (server.rss() - rss_before) / 2**20
+    fuzzed = fuzz(server.url, max_examples=fuzz_examples)
+    with tempfile.TemporaryDirectory(prefix="bnn-faulty-") as tmp:
+        root, marker = Path(tmp) / "store", Path(tmp) / "UNPICKLED"
+        root.mkdir()
+        broken = build_store(root, marker)
+        with running_server(root) as faulty, httpx.Client(base_url=faulty.url, timeout=30) as client:
+            groups["model-store"] = check_store(client, broken, marker, mix.png)
+    return {"groups": groups, "rss_growth_mib": rss_growth, "fuzz": fuzzed, "auth": auth_sweep(store)}
+
+
+def auth_sweep(store: Path) -> dict:
+    """Every operation in the schema without the key, with wrong keys, with the key."""
+    key = "s3cret-\u00e9"
+    open_paths = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"}
+    counts, problems = collections.Counter(), []
+    with running_server(store, api_key=key) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        model = client.get("/readyz").json()["models"][0]
+        for path, methods in paths.items():
+            for method in methods:
+                url = path.replace("{name}", model)
+                for label, headers in (("none", {}), ("wrong", {"X-API-Key": b"s3cret-"}),
+                                       ("wrong bearer", {"Authorization": b"Bearer nope"}),
+                                       ("key", {"X-API-Key": key.encode()})):
+                    r = client.request(method.upper(), url, headers=headers)
+                    counts[label] += 1
+                    want_401 = label != "key" and path not in open_paths
+                    if (r.status_code == 401) != want_401 or r.status_code >= 500:
+                        problems.append(f"{method.upper()} {path} key={label}: {r.status_code}")
+    return {"requests": sum(counts.values()), "operations": sum(len(m) for m in paths.values()),
+            "open_paths": sorted(open_paths), "problems": problems}
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+def _mark(ok: bool) -> str:
+    return "pass" if ok else "**FAIL**"
+
+
+def _status_counts(outcomes) -> str:
+    c = collections.Counter(o.status if o.status is not None else "no answer" for o in outcomes)
+    return ", ".join(f"{k}: {v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0])))
+
+
+def render(results: dict, meta: dict) -> str:
+    rows = []
+    s = results.get("soak")
+    if s:
+        ok = s["failed"] == 0 and abs(s["rss_growth_pct"]) <= 10
+        routes = "; ".join(f"{k} {v['n']} ok, p50 {v['p50_ms']:.1f} / p99 {v['p99_ms']:.1f} ms"
+                           for k, v in s["per_route"].items())
+        rows.append(("Soak", f"{s['requests']} mixed /predict, /conv, /v2 infer (1/3 each) at concurrency "
+                     f"{s['concurrency']} after {s['warmup']} warm-up", s["requests"],
+                     f"{s['ok']} ok, {s['backpressure_503']} deliberate 503, {s['failed']} failed; "
+                     f"{s['rps']:.0f} req/s; p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms ({routes}); "
+                     f"RSS {s['rss_warm_mib']:.0f} MiB after warm-up -> {s['rss_end_mib']:.0f} MiB after "
+                     f"({s['rss_growth_pct']:+.1f}%)", _mark(ok)))
+    o = results.get("overload")
+    if o:
+        ok = not o["other"] and o["retry_after_on_all_503"] and o["rejected_503"] > 0 \
+            and o["recovery_ok"] == o["recovery_n"]
+        rows.append(("Overload", f"burst of {o['burst']} simultaneous /v2 infer of {o['images_per_request']} images "
+                     f"each against a queue bound of {o['queue_images']} images, then {o['recovery_n']} requests "
+                     "at once", o["burst"] + o["recovery_n"],
+                     f"{o['ok']} ok, {o['rejected_503']} 503 (Retry-After on all: {o['retry_after_on_all_503']}; "
+                     f"p50 {o['p50_503_ms']:.0f} ms, p99 {o['p99_503_ms']:.0f} ms), other: {o['other'] or 'none'}; "
+                     f"burst over in {o['burst_seconds']:.2f} s; recovery {o['recovery_ok']}/{o['recovery_n']} ok, "
+                     f"p99 {o['recovery_p99_ms']:.0f} ms", _mark(ok)))
+    c = results.get("slow")
+    if c:
+        ok = c["slow_statuses"] == [200] and c["others_p99_ms"] < max(500.0, 5 * c["baseline_p99_ms"])
+        rows.append(("Slow clients", f"{c['slow_clients']} uploads of {c['upload_bytes']} B trickled byte by byte "
+                     f"over {c['trickle_seconds']:.0f} s while one client keeps sending", c["slow_clients"] + c["others_n"],
+                     f"slow uploads answered {c['slow_statuses']} after {c['slow_took_s']:.1f} s; meanwhile "
+                     f"{c['others_n']} other requests, p50 {c['others_p50_ms']:.1f} ms, p99 {c['others_p99_ms']:.1f} ms "
+                     f"(p99 {c['baseline_p99_ms']:.1f} ms before)", _mark(ok)))
+    g = results.get("graceful")
+    if g:
+        ok = (g["accepted"] > 0 and g["accepted_answered_200"] == g["accepted"]
+              and set(g["after_outcomes"]) <= {"refused", "503"} and g["exit_code"] in (0, -15)
+              and g["exit_within_s"] <= g["grace_s"] and not g["traceback_in_log"])
+        rows.append(("Graceful stop", "SIGTERM under load from 32 clients (a connection per request); requests "
+                     "kept coming after it. Accepted = the app began the request (its X-Request-ID is in the "
+                     "access log)", g["in_flight_at_sigterm"] + g["after_sigterm"],
+                     f"{g['accepted_answered_200']}/{g['accepted']} accepted requests answered 200 "
+                     f"({dict(g['accepted_other']) or 'no other outcome'}); {g['in_flight_at_sigterm'] - g['accepted']} "
+                     f"more were sent but not yet read by the server (connection closed unanswered by uvicorn: "
+                     f"{dict(g['not_read_outcomes']) or 'none'}); {g['after_sigterm']} sent after SIGTERM: "
+                     f"{dict(g['after_outcomes'])}, slowest {g['after_max_s'] * 1e3:.0f} ms; exit code "
+                     f"{g['exit_code']} (uvicorn re-raises SIGTERM after a clean shutdown) after "
+                     f"{g['exit_within_s']:.2f} s (grace {g['grace_s']} s)", _mark(ok)))
+    h = results.get("hostile")
+    if h:
+        titles = {"images": "Hostile images", "conv-values": "/conv NaN/inf binarisation",
+                  "conv-invalid": "/conv invalid tensors", "v2-invalid": "/v2 invalid tensors",
+                  "model-store": "Model-store faults"}
+        tried = {"images": "truncated/corrupt PNG, JPEG, WebP, BMP, GIF; zero bytes; fake PNG; bombs (header "
+                 "100000x100000, 5000x5000 real, JPEG/BMP/WebP/GIF headers); animated APNG/WebP/GIF; I;16, CMYK, "
+                 "P, LA, RGBA, 1-bit; 1x1; 1x20000 strips",
+                 "conv-values": "NaN (4 payloads incl. negative and signalling), +-inf, -0.0, denormals, as JSON "
+                 "literals and b64, 5-130 channels, stride/padding/dilation; compared with sign(x)=x>=0?+1:-1",
+                 "conv-invalid": "wrong lengths, zero/negative dims, int64-overflowing products, 10^12-element "
+                 "claims, non-base64, kernel > padded input, absurd stride/dilation/padding, bad JSON (100000-deep "
+                 "nesting, truncated, non-UTF-8)",
+                 "v2-invalid": "batch 10^12 / beyond int64 / 0 / -1, wrong shapes, ragged, null/string/object "
+                 "values, NaN/inf, float32 overflow, wrong datatype",
+                 "model-store": "invalid manifest, manifest that is a pickle, truncated weights, wrong checksum, "
+                 "wrong shapes/dtypes, paths escaping the folder (.., absolute, symlink), weights that are a "
+                 "pickle / torch.save / PNG, pickles planted beside a good model"}
+        for group, outcomes in h["groups"].items():
+            bad = [o for o in outcomes if o.problem]
+            result = f"{len(outcomes) - len(bad)}/{len(outcomes)} as expected ({_status_counts(outcomes)})"
+            if group == "model-store":
+                result += "; broken ones not ready with their reason, the good ones serve, no marker file"
+            if group == "conv-invalid":
+                result += f"; server RSS {h['rss_growth_mib']:+.1f} MiB over the whole catalogue"
+            if bad:
+                result += "; " + "; ".join(f"{o.case}: {o.problem}" for o in bad[:3])
+            rows.append((titles.get(group, group), tried.get(group, ""), len(outcomes), result, _mark(not bad)))
+        f = h["fuzz"]
+        rows.append(("Schema fuzzing", f"schemathesis {meta['schemathesis']}, every operation of /openapi.json "
+                     f"({len(f.operations)}), positive and negative, derandomised, <= {meta['fuzz_examples']} examples "
+                     "each", f.calls, f"statuses {dict(sorted(f.statuses.items()))}; slowest {f.slowest_s:.2f} s; "
+                     f"{len(f.failures)} failures" + (": " + "; ".join(f.failures[:2]) if f.failures else ""),
+                     _mark(not f.failures)))
+        a = h["auth"]
+        rows.append(("API key", f"each of {a['operations']} operations without a key, with two wrong ones, with "
+                     "the (non-ASCII) key", a["requests"],
+                     f"401 everywhere without it except {', '.join(a['open_paths'])}; "
+                     f"{len(a['problems'])} problems" + (": " + "; ".join(a["problems"][:3]) if a["problems"] else ""),
+                     _mark(not a["problems"])))
+    lines = [
+        "# Reliability and security: measured",
+        "",
+        f"Regenerate: `.venv/bin/python bench/soak.py --report RELIABILITY.md` ({meta['wall_s']:.0f} s this time). "
+        "Every request goes to a real `python -m service` (uvicorn) on 127.0.0.1 started by the script; each "
+        "scenario is bounded in requests and seconds. The same checks run in `tests/reliability/` "
+        "(the load scenarios with smaller counts, marked slow).",
+        "",
+        f"Machine: {meta['machine']}. Model: {meta['model_source']}. Server settings: defaults "
+        "(`BNN_KERNEL_THREADS=1`), except where a row says otherwise. Client and server share the same CPUs, "
+        "so latencies include the load generator's own cost.",
+        "",
+        "| Check | What was tried | Requests | What happened | |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |")
+    lines += ["", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]
+    return "\n".join(lines)
+
+
+async def _async_main(args, store: Path, mix: Mix, results: dict) -> None:
+    with running_server(store) as server:
+        results["soak"] = await soak(server, mix, args.requests, args.warmup)
+        results["slow"] = await slow_clients(server, mix, args.slow_clients, args.slow_seconds)
+        if not args.skip_hostile:
+            results["hostile"] = await asyncio.to_thread(hostile, server, store, mix, args.fuzz_examples)
+    results["overload"] = await overload(store, mix, args.burst)
+    results["graceful"] = await graceful_stop(store, mix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="soak requests after warm-up")
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--burst", type=int, default=400, help="simultaneous requests of the overload burst")
+    parser.add_argument("--slow-clients", type=int, default=4)
+    parser.add_argument("--slow-seconds", type=float, default=4.0)
+    parser.add_argument("--fuzz-examples", type=int, default=25)
+    parser.add_argument("--skip-hostile", action="store_true")
+    parser.add_argument("--report", type=Path, help="write the markdown report here")
+    args = parser.parse_args(argv)
+    import schemathesis
+
+    start = time.perf_counter()
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bnn-soak-") as tmp:
+        store = Path(tmp) / "store"
+        store.mkdir()
+        name, source = fashion_model_into(store)
+        from service.model import ModelStore
+        spec = ModelStore.load(store).models[name].input
+        mix = Mix(name, (spec.channels, spec.height, spec.width))
+        asyncio.run(_async_main(args, store, mix, results))
+    meta = {"wall_s": time.perf_counter() - start, "model_source": source, "schemathesis": schemathesis.__version__,
+            "fuzz_examples": args.fuzz_examples,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+                       f"Python {platform.python_version()}"}
+    report = render(results, meta)
+    print(report)
+    if args.report:
+        args.report.write_text(report)
+    return 0 if "**FAIL**" not in report else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
