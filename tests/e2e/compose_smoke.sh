@@ -13,7 +13,9 @@
 #   BNN_SMOKE_SCALE=1       also run the `scale` profile (0 to skip)
 #   BNN_REPLICAS=3          replicas for the scale profile
 #   BNN_SMOKE_KEEP=0        1: leave the containers running (and the engine) for debugging
-#   BNN_SMOKE_NO_BUILD=0    1: use the images already tagged, skip docker build
+#   BNN_SMOKE_NO_BUILD=0    1: skip docker build, use the images already tagged
+#   BNN_IMAGE, BNN_LB_IMAGE image tags (default bnn-serve:latest, bnn-serve-lb:latest)
+#   BNN_MODEL_STORE_DIR     model store mounted into the containers (default ./model_store)
 #   BNN_SHARED_DIR          where shared/ is (default: ../shared beside the repository)
 set -euo pipefail
 SECONDS=0
@@ -24,8 +26,9 @@ INDEX=${BNN_SMOKE_INDEX:-0}
 SCALE=${BNN_SMOKE_SCALE:-1}
 export BNN_REPLICAS=${BNN_REPLICAS:-3}
 PROJECT=bnn-smoke-$$
-TAG=smoke-$$
-export BNN_IMAGE=bnn-serve:$TAG BNN_LB_IMAGE=bnn-serve-lb:$TAG
+# the images stay after the run (they are the build cache of the next one); containers, networks
+# and volumes go
+export BNN_IMAGE=${BNN_IMAGE:-bnn-serve:latest} BNN_LB_IMAGE=${BNN_LB_IMAGE:-bnn-serve-lb:latest}
 WORK=$(mktemp -d)
 ENGINE_STARTED=0
 
@@ -58,7 +61,6 @@ cleanup() {
     log "BNN_SMOKE_KEEP=1: leaving project $PROJECT up (docker compose -p $PROJECT --profile scale down -v)"
   else
     compose --profile scale down -v --remove-orphans --timeout 10 >/dev/null 2>&1
-    [ "${BNN_SMOKE_NO_BUILD:-0}" = 1 ] || docker image rm "$BNN_IMAGE" "$BNN_LB_IMAGE" >/dev/null 2>&1
     [ "$ENGINE_STARTED" = 1 ] && bash "$SHARED/tools/docker-sandbox.sh" down
   fi
   rm -rf "$WORK"
@@ -69,14 +71,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- preconditions ------------------------------------------------------------------------------
-[ -d model_store ] && [ -n "$(ls -A model_store 2>/dev/null)" ] || { echo "model_store/ is empty: nothing to serve" >&2; exit 1; }
+export BNN_MODEL_STORE_DIR=$(cd "${BNN_MODEL_STORE_DIR:-model_store}" 2>/dev/null && pwd || true)
+[ -n "$BNN_MODEL_STORE_DIR" ] && [ -n "$(ls -A "$BNN_MODEL_STORE_DIR")" ] \
+  || { echo "the model store (${BNN_MODEL_STORE_DIR:-model_store/}) is missing or empty: nothing to serve" >&2; exit 1; }
+log "model store $BNN_MODEL_STORE_DIR: $(ls "$BNN_MODEL_STORE_DIR" | tr '\n' ' ')"
 LABEL=$(python3 tests/e2e/smoke_checks.py png --index "$INDEX" --out "$WORK/fashion-mnist-$INDEX.png")
 log "Fashion-MNIST test image #$INDEX, label $LABEL -> $WORK/fashion-mnist-$INDEX.png"
 
 # ---- build --------------------------------------------------------------------------------------
-if [ "${BNN_SMOKE_NO_BUILD:-0}" = 1 ]; then
-  export BNN_IMAGE=${BNN_SMOKE_IMAGE:-bnn-serve:latest} BNN_LB_IMAGE=${BNN_SMOKE_LB_IMAGE:-bnn-serve-lb:latest}
-else
+if [ "${BNN_SMOKE_NO_BUILD:-0}" != 1 ]; then
   log "docker build $BNN_IMAGE"
   docker build -q -t "$BNN_IMAGE" .
   [ "$SCALE" = 1 ] && { log "docker build $BNN_LB_IMAGE"; docker build -q -t "$BNN_LB_IMAGE" deploy/nginx; }
