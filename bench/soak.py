@@ -365,8 +365,8 @@ FINDINGS = """## Findings (not regenerated: edit bench/soak.py's FINDINGS)
   request it has not parsed yet are closed unanswered at SIGTERM (seen once: 22 of 32 in flight on a saturated
   server; 0 in the run above). Clients should retry on a dropped connection; a preStop delay in the orchestrator
   avoids sending to a stopping pod.
-- `/openapi.json` and `/docs` stay open when an API key is set (by design of the health allowlist? they are not
-  listed); `/metrics` is open too.
+- With an API key set, `/openapi.json`, `/docs` and `/metrics` stay open besides the health routes (the schema
+  and the metrics name no secrets, but a deployment may want them closed).
 - GIF is refused (400, "not a PNG, JPEG, WebP or BMP image"), animated GIF included; APNG and animated WebP use
   their first frame.
 """
