@@ -1,9 +1,21 @@
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
+#include <string>
 
 namespace bnn {
+
+namespace {
+constexpr int64_t kMaxItems = int64_t{1} << 30;  // the item number fits the claim counter's low half
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) { start(num_threads); }
 ThreadPool::~ThreadPool() { stop(); }
@@ -39,30 +51,36 @@ void ThreadPool::stop() {
   workers_.clear();
 }
 
-void ThreadPool::run_chunks() {
-  for (int64_t i = next_.fetch_add(1); i < total_; i = next_.fetch_add(1)) (*fn_)(i);
+void ThreadPool::run_items(const Job& job) {
+  const uint64_t tag = static_cast<uint64_t>(job.id) << 32;
+  uint64_t v = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    // Claim only items of this job: a stale or finished job's counter never matches.
+    if ((v & ~uint64_t{0xffffffff}) != tag || static_cast<int64_t>(v & 0xffffffff) >= job.items) return;
+    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    const int64_t k = static_cast<int64_t>(v & 0xffffffff);
+    const int64_t end = std::min(job.n, (k + 1) * job.per);
+    for (int64_t i = k * job.per; i < end; ++i) (*job.fn)(i);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    v = claim_.load(std::memory_order_acquire);
+  }
 }
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
     // Spin for a short while: the next layer usually follows within microseconds.
     const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
+    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
+      cpu_relax();
+    Job job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return generation_.load() != seen; });
       seen = generation_.load();
       if (stopping_) return;
+      job = job_;  // a consistent snapshot; items are claimed only while this job is current
     }
-    run_chunks();
-    if (active_.fetch_sub(1) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_cv_.notify_one();
-    }
+    if (job.fn) run_items(job);
   }
 }
 
@@ -73,26 +91,28 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  Job job;
+  job.fn = &fn;
+  job.n = n;
+  job.per = (n + kMaxItems - 1) / kMaxItems;
+  job.items = (n + job.per - 1) / job.per;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = &fn;
-    total_ = n;
-    next_.store(0);
-    active_.store(static_cast<int>(workers_.size()));
+    job.id = ++next_id_;
+    job_ = job;
+    done_.store(0, std::memory_order_relaxed);
+    claim_.store(static_cast<uint64_t>(job.id) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  run_chunks();
-  // Wait for workers to leave the job (they may still be finishing their last index).
-  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-  while (active_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < spin_until) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+  run_items(job);
+  // Wait for the items the workers claimed (not for the workers themselves).
+  for (int spins = 0; done_.load(std::memory_order_acquire) < job.items; ++spins) {
+    if (spins < 4096) cpu_relax();
+    else std::this_thread::yield();
   }
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return active_.load() == 0; });
-  fn_ = nullptr;
+  std::lock_guard<std::mutex> lock(mutex_);
+  job_.fn = nullptr;  // a worker waking now finds no job
 }
 
 }  // namespace bnn

@@ -2,6 +2,11 @@
 // workers. Workers spin briefly after a job (back-to-back layers are common), then sleep.
 // One job runs at a time; concurrent callers queue on a mutex, so the thread count set is
 // the number of threads the kernel ever uses.
+//
+// Items are claimed one at a time from a counter tagged with the job's number, and the caller
+// waits for the items to be done, not for the workers: a worker that wakes late (a busy
+// machine) finds nothing left and never touches a finished job, so the caller never waits for
+// a thread that is not running one of its items.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -27,22 +32,26 @@ class ThreadPool {
   void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
  private:
+  struct Job {
+    const std::function<void(int64_t)>* fn = nullptr;
+    int64_t n = 0, per = 1, items = 0;  // item k runs indices [k * per, min(n, (k + 1) * per))
+    uint32_t id = 0;
+  };
   void start(int n);
   void stop();
   void worker_loop(uint64_t seen);
-  void run_chunks();
+  void run_items(const Job& job);
 
   int num_threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one job at a time
-  std::mutex mutex_;
+  std::mutex mutex_;       // guards job_ and stopping_
   std::condition_variable wake_;
-  std::condition_variable done_cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> active_{0};
-  int64_t total_ = 0;
-  const std::function<void(int64_t)>* fn_ = nullptr;
+  std::atomic<uint64_t> generation_{0};  // bumped to wake the workers (new job or stop)
+  std::atomic<uint64_t> claim_{0};       // (job id << 32) | next item
+  std::atomic<int64_t> done_{0};         // items finished in the current job
+  Job job_;
+  uint32_t next_id_ = 0;
   bool stopping_ = false;
 };
 
