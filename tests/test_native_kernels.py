@@ -1,0 +1,85 @@
+"""Exactness of the native kernels on every ISA path, aimed at the micro-kernel edges:
+odd/even reduction word counts (Harley-Seal pairing), long reductions (AVX2 byte-counter
+flushes), output widths that do not fill a tile or an epilogue chunk, output channels that do
+not fill a 16-block, border-correction classes, strides, dilations, batches, channels-last,
+and the thread pool. No timing here."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from service import _core
+
+ISAS = list(_core.available_isas())
+
+
+def _sgn(t):
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+def _ref(x, w, stride, pad, dil, pad_value):
+    xs, ws = _sgn(x).double(), _sgn(w).double()
+    if pad_value == 0:
+        return F.conv2d(xs, ws, stride=stride, padding=pad, dilation=dil).float()
+    xs = F.pad(xs, (pad[1], pad[1], pad[0], pad[0]), value=float(pad_value))
+    return F.conv2d(xs, ws, stride=stride, dilation=dil).float()
+
+
+CASES = [
+    # N, C, H, W, O, k, stride, pad, dil
+    (1, 64, 9, 13, 16, (3, 3), (1, 1), (1, 1), (1, 1)),    # K = 9 words: odd
+    (1, 128, 7, 7, 33, (3, 3), (1, 1), (1, 1), (1, 1)),    # K = 18: even, O tail
+    (1, 1024, 5, 6, 17, (3, 3), (1, 1), (1, 1), (1, 1)),   # K = 144: AVX2 flushes (> 62 pairs)
+    (1, 4000, 3, 4, 5, (3, 3), (1, 1), (0, 1), (1, 1)),    # K = 567: several flushes, odd
+    (2, 65, 11, 70, 31, (3, 3), (2, 2), (1, 1), (1, 1)),   # tail bits, > 64-pixel rows, stride 2
+    (1, 200, 12, 61, 48, (1, 1), (1, 1), (0, 0), (1, 1)),  # 1x1
+    (3, 70, 10, 10, 20, (3, 3), (1, 1), (2, 2), (2, 2)),   # dilation, wide padding
+    (1, 1, 5, 5, 1, (5, 5), (1, 1), (2, 2), (1, 1)),       # single channel, big kernel
+    (1, 96, 8, 130, 16, (1, 3), (1, 3), (0, 2), (1, 1)),   # rectangular kernel, odd stride
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("pad_value", [0, 1, -1])
+def test_exact(isa, case, pad_value):
+    N, C, H, W, O, k, stride, pad, dil = case
+    g = torch.Generator().manual_seed(hash((case, pad_value)) % (2**31))
+    x = torch.randn(N, C, H, W, generator=g)
+    x[x.abs() < 0.05] = 0.0  # exact zeros are +1
+    w = torch.randn(O, C, *k, generator=g)
+    pw = _core.PackedWeights.from_float(w.numpy())
+    prev = _core.active_isa()
+    _core.set_isa(isa)
+    try:
+        ref = _ref(x, w, stride, pad, dil, pad_value)
+        for cl in (False, True):
+            arr = x.permute(0, 2, 3, 1).contiguous().numpy() if cl else x.numpy()
+            for threads in (1, 2):
+                _core.set_num_threads(threads)
+                out = _core.conv2d(arr, cl, pw, stride, pad, dil, pad_value)
+                assert torch.equal(torch.from_numpy(out), ref), (isa, case, pad_value, cl, threads)
+    finally:
+        _core.set_num_threads(1)
+        _core.set_isa(prev)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_scale_bias_epilogue(isa):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 100, 9, 37, generator=g)
+    w = torch.randn(21, 100, 3, 3, generator=g)
+    scale, bias = torch.randn(21, generator=g), torch.randn(21, generator=g)
+    pw = _core.PackedWeights.from_float(w.numpy())
+    prev = _core.active_isa()
+    _core.set_isa(isa)
+    try:
+        out = _core.conv2d(x.numpy(), False, pw, (1, 1), (1, 1), (1, 1), 0, scale=scale.numpy(), bias=bias.numpy())
+    finally:
+        _core.set_isa(prev)
+    ref = _ref(x, w, (1, 1), (1, 1), (1, 1), 0) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    assert torch.equal(torch.from_numpy(out), ref)
+
+
+def test_popcount_peak_helper():
+    assert _core.popcount_peak(1000, 2) > 0
