@@ -7,7 +7,7 @@
 namespace bnn {
 namespace avx2_impl {
 
-constexpr int kMaxPx = 3;
+constexpr int kMaxPx = 4;
 
 inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
   const __m256i lo = _mm256_and_si256(v, low);
@@ -50,14 +50,14 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
       const uint64_t* wt = wblk + i * 16 + h;
       const uint64_t* s1 = in + offs[i];
       const uint64_t* s2 = in + offs[i + 1];
-      for (int v = 0; v < 2; ++v) {
-        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + v * 4));
-        const __m256i dw = _mm256_xor_si256(w1, _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + 16 + v * 4)));
-        for (int p = 0; p < PX; ++p) {
-          const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
-          const __m256i a2 = _mm256_set1_epi64x(static_cast<long long>(s2[p * pix_stride]));
+      for (int p = 0; p < PX; ++p) {
+        const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
+        const __m256i a12 = _mm256_xor_si256(a1, _mm256_set1_epi64x(static_cast<long long>(s2[p * pix_stride])));
+        for (int v = 0; v < 2; ++v) {
+          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + v * 4));
+          const __m256i w2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + 16 + v * 4));
           const __m256i x1 = _mm256_xor_si256(a1, w1);
-          const __m256i d = _mm256_xor_si256(_mm256_xor_si256(a1, a2), dw);
+          const __m256i d = _mm256_xor_si256(_mm256_xor_si256(a12, w1), w2);
           const __m256i carry = _mm256_xor_si256(x1, _mm256_and_si256(_mm256_xor_si256(o[p][v], x1), d));
           o[p][v] = _mm256_xor_si256(o[p][v], d);
           c8[p][v] = _mm256_add_epi8(c8[p][v], popcount_bytes(carry, lut, low));
