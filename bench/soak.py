@@ -37,9 +37,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.__main__ import GRACEFUL_SHUTDOWN_S  # noqa: E402
+from service.api.config import Settings  # noqa: E402
 from tests.reliability.harness import Server, fashion_model_into, running_server, start_server  # noqa: E402
 
+GRACEFUL_SHUTDOWN_S = Settings.model_fields["graceful_shutdown_s"].default  # the servers here run with defaults
 CONCURRENCY = 64
 
 

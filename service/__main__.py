@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-GRACEFUL_SHUTDOWN_S = 10
-
 
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
@@ -28,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one JSON line per request itself
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
         proxy_headers=False,
     )
 

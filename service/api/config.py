@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill once its first image arrived.")
     max_queue_size: int = Field(512, ge=1, description="Images waiting per model before requests get 503.")
     request_timeout_s: float = Field(30.0, gt=0, description="Longest a request waits for its results (504 after).")
+    graceful_shutdown_s: float = Field(
+        10.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish before the server exits."
+    )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
     max_image_pixels: int = Field(16 * 1024 * 1024, ge=1, description="Largest decoded image, width x height (413 above).")
