@@ -82,7 +82,10 @@ def test_compose_file():
     assert any(v.endswith(":/app/model_store:ro") for v in svc["volumes"])
     assert svc["environment"]["BNN_MODEL_STORE"] == "/app/model_store"
     assert {"BNN_KERNEL_THREADS", "BNN_DEFAULT_MODEL", "BNN_LOG_LEVEL", "BNN_MAX_BATCH_SIZE"} <= set(svc["environment"])
-    assert svc["stop_grace_period"]
+    grace = svc["stop_grace_period"]
+    assert grace.endswith("s")
+    drain = float(str(svc["environment"]["BNN_GRACEFUL_SHUTDOWN_S"]).split(":-")[-1].rstrip("}"))
+    assert drain < float(grace[:-1]), "uvicorn's drain must end before compose sends SIGKILL"
     assert "profiles" not in svc
     rep, lb = compose["services"]["bnn-replica"], compose["services"]["lb"]
     assert rep["profiles"] == ["scale"] and lb["profiles"] == ["scale"]

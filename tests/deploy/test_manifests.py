@@ -103,7 +103,9 @@ def test_deployment_probes_resources_security():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     # the pod must get longer than the preStop pause plus uvicorn's drain
-    assert pod["terminationGracePeriodSeconds"] > 5
+    pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = float(_env(c)["BNN_GRACEFUL_SHUTDOWN_S"]["value"])
+    assert pre_stop + drain < pod["terminationGracePeriodSeconds"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
 
 
