@@ -231,7 +231,9 @@ def export(model: nn.Module, folder: str, xte: torch.Tensor, yte: torch.Tensor) 
     from service.model import ModelStore
 
     model.eval()
-    export_model(model, folder, name=Path(folder).name, version="1.0.0", input_spec=input_spec(), labels=LABELS)
+    export_model(model, folder, name=Path(folder).name, version="1.0.0", input_spec=input_spec(), labels=LABELS,
+                 description="Fashion-MNIST binary CNN: float 3x3 stem and classifier, four binary 3x3 convolutions "
+                             "with BatchNorm, real-valued shortcuts and PReLU (training/train_fashion_mnist.py)")
     store = ModelStore.load(Path(folder).parent)
     loaded = store.models[Path(folder).name]
     correct = 0
