@@ -41,8 +41,13 @@ struct ConvShape {
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
   int pad_value = 0;  // value of the padded border: -1, 0 or +1
 
-  int64_t OH() const { return (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1; }
-  int64_t OW() const { return (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1; }
+  // floor((span - 1) / stride) + 1, and 0 when the dilated kernel does not fit (C++ division
+  // truncates toward zero, so a negative numerator must not reach it).
+  int64_t OH() const { return out_size(H + 2 * ph, dh * (KH - 1) + 1, sh); }
+  int64_t OW() const { return out_size(W + 2 * pw, dw * (KW - 1) + 1, sw); }
+  static int64_t out_size(int64_t padded, int64_t dilated_kernel, int64_t stride) {
+    return padded < dilated_kernel ? 0 : (padded - dilated_kernel) / stride + 1;
+  }
   // Throws std::invalid_argument naming the offending parameter.
   void validate() const;
 };
