@@ -7,9 +7,12 @@ environment (BNN_*, see service/api/config.py).
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before torch loads OpenMP: idle OpenMP threads must sleep, not spin against the kernel's pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from service.api import Settings, create_app

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from fastapi import FastAPI
 
 import service
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.kernel_threads is not None:
+            # One budget for both: the graph's float ops run on torch's threads, the binary convs on the kernel's.
             kernel.set_num_threads(settings.kernel_threads)
+            torch.set_num_threads(settings.kernel_threads)
         configure_pillow(settings.max_image_pixels)
         loaded = store if store is not None else await asyncio.to_thread(load_store, settings)
         state.models, state.errors = dict(loaded.models), dict(loaded.errors)
@@ -83,7 +86,10 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             batcher.start()
             state.batchers[name] = batcher
             state.metrics.model_ready.labels(name).set(1)
-        state.ready = True
+        # Ready means something is served: at least one model, and the default one if it is named.
+        state.ready = bool(state.batchers) and (settings.default_model is None or settings.default_model in state.batchers)
+        if not state.ready:
+            logger.error("not ready: no model to serve (default %r; errors: %s)", settings.default_model, state.errors)
         logger.info("serving models %s on %d kernel threads (%s)", sorted(state.batchers),
                     kernel.get_num_threads(), kernel.active_isa())
         try:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.api.conftest import png_bytes
+from tests.api.conftest import png_bytes, serve
+from tests.api.fakes import FakeStore
 
 pytestmark = pytest.mark.anyio
 
@@ -122,3 +123,17 @@ async def test_predict_and_v2_agree(client):
     v2 = await client.post("/v2/models/tiny/infer", json=infer_body(x, outputs=[{"name": "probabilities"}]))
     top = r.json()["results"][0]["predictions"][0]
     assert v2.json()["outputs"][0]["data"][top["index"]] == pytest.approx(top["probability"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("models", "default", "ready"),
+    [({}, None, False), ({"tiny": True}, "missing", False), ({"tiny": True}, None, True), ({"tiny": True}, "tiny", True)],
+)
+async def test_ready_only_when_something_is_served(tiny_model, models, default, ready):
+    """A server with no model (or without its configured default) must not pass readiness probes."""
+    store = FakeStore({name: tiny_model for name in models}, {"broken": "model.json: invalid"})
+    async with serve(store, default_model=default) as client:
+        assert (await client.get("/v2/health/live")).status_code == 200
+        r = await client.get("/v2/health/ready")
+        assert r.status_code == (200 if ready else 503) and r.json() == {"ready": ready}
+        assert (await client.get("/readyz")).status_code == (200 if ready else 503)
