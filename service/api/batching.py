@@ -83,9 +83,8 @@ class Batcher:
         self._pending.clear()
         self._executor.shutdown(wait=True)
 
-    async def predict(self, rows: torch.Tensor, timeout_s: float) -> torch.Tensor:
-        """Logits for ``rows`` [N, C, H, W], computed in batches with other requests' rows."""
-        n = rows.shape[0]
+    def check_room(self, n: int) -> None:
+        """Raise ServiceOverloaded (503 + Retry-After) unless ``n`` more images fit in the queue."""
         if self._queued_rows + n > self.max_queue_size:
             self.metrics.inference_failures.labels(self.model.name, "queue_full").inc(n)
             raise ServiceOverloaded(
@@ -93,6 +92,11 @@ class Batcher:
                 "retry later",
                 retry_after_s=max(1, round(self.max_queue_delay_s + 1)),
             )
+
+    async def predict(self, rows: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        """Logits for ``rows`` [N, C, H, W], computed in batches with other requests' rows."""
+        n = rows.shape[0]
+        self.check_room(n)
         loop = asyncio.get_running_loop()
         chunks = [
             _Chunk(rows[i : i + self.max_batch_size], loop.create_future())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
+from service.api.deps import ServiceState
+from service.api.errors import ServiceOverloaded, error_response
 from service.api.metrics import ServiceMetrics
 
 access_log = logging.getLogger("bnn.access")
@@ -73,6 +76,41 @@ class BodyLimitMiddleware:
         response = error_response(413, f"request body exceeds the limit of {self.max_bytes} bytes")
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$")
+
+
+class LoadSheddingMiddleware:
+    """503 + Retry-After for inference requests whose model's queue is already full — before the
+    body is read, so a burst past the queue bound costs the server almost nothing. (The batcher
+    makes the exact check again once the request's image count is known.)"""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    def _target(self, scope: Scope) -> str | None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return None
+        path = scope.get("path", "")
+        if path == "/predict":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            return query.get("model", [self.state.default_model])[0]
+        match = _INFER.match(path)
+        return match["name"] if match else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = self._target(scope)
+        batcher = self.state.batchers.get(name) if name is not None else None
+        if batcher is not None:
+            try:
+                batcher.check_room(1)
+            except ServiceOverloaded as exc:
+                scope["bnn.rejected"] = "queue_full"
+                await error_response(exc.status_code, exc.message, exc.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class ObservabilityMiddleware:

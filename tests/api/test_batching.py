@@ -68,6 +68,38 @@ async def test_full_queue_is_503_with_retry_after(store, tiny_model):
     assert 'bnn_inference_failures_total{model="tiny",reason="queue_full"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict?model=tiny", "/v2/models/tiny/infer"])
+async def test_full_queue_sheds_before_reading_the_body(store, tiny_model, path):
+    async with serve(store, max_batch_size=1, max_queue_size=1, max_queue_delay_ms=0) as client:
+        tiny_model.gate.clear()
+        files = [("file", ("a.png", png_bytes()))]
+        first = asyncio.ensure_future(client.post("/predict", files=files))  # taken by the worker, held
+        await asyncio.sleep(0.2)
+        queued = asyncio.ensure_future(client.post("/predict", files=files))  # fills the queue
+        await asyncio.sleep(0.2)
+        sent = []
+
+        async def receive():  # the app must answer without asking for the body
+            raise AssertionError("the body was read")
+
+        async def send(message):
+            sent.append(message)
+
+        raw, _, query = path.partition("?")
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": raw, "raw_path": raw.encode(), "query_string": query.encode(), "root_path": "",
+                 "headers": [(b"content-length", b"100000"), (b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 1), "server": ("test", 80)}
+        await client.app(scope, receive, send)
+        tiny_model.gate.set()
+        assert all(r.status_code == 200 for r in await asyncio.gather(first, queued))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 503
+    assert (b"retry-after", b"1") in [(k.lower(), v) for k, v in start["headers"]]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert b"queued" in body
+
+
 async def test_request_timeout_is_504(store, tiny_model):
     async with serve(store, request_timeout_s=0.2) as client:
         tiny_model.gate.clear()
