@@ -9,40 +9,19 @@ import httpx
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from service.api import Settings, create_app
-from service.kernel import BinaryConv2d
-from service.export import export_model
 from service.model import ModelStore
 from tests.api.fakes import FakeStore, GatedModel
+from tests.tiny_model import export_tiny
 
-REPO = Path(__file__).resolve().parents[2]
-LABELS = ["circle", "square", "line", "dot"]
-
-
-class TinyNet(nn.Module):
-    """1x12x12 grey -> two binary convs ('features.0', 'features.1') -> 4 classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(BinaryConv2d(1, 8, 3, padding=1, scale=True),
-                                      BinaryConv2d(8, 16, 3, stride=2, padding=1, scale=True))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.flatten(self.pool(self.features(x))))
 
 
 @pytest.fixture(scope="session")
 def model_store_dir(tmp_path_factory) -> Path:
     """A model store with one real exported model ('tiny') and one broken folder ('broken')."""
     root = tmp_path_factory.mktemp("model_store")
-    torch.manual_seed(0)
-    export_model(TinyNet(), root / "tiny", "tiny", "1",
-                 {"channels": 1, "height": 12, "width": 12, "mean": [0.5], "std": [0.5]}, LABELS)
+    export_tiny(root / "tiny")
     (root / "broken").mkdir()
     (root / "broken" / "model.json").write_text('{"name": "broken"}')
     return root

@@ -11,7 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.api.conftest import REPO, png_bytes
+from tests.api.conftest import png_bytes
+from tests.tiny_model import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

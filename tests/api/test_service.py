@@ -153,12 +153,10 @@ async def test_missing_store_serves_nothing_but_stays_up(tmp_path):
         assert "model_store" in (await client.get("/readyz")).json()["not_ready"]
 
 
-async def test_shipped_fashion_mnist_model_when_present():
-    from tests.api.conftest import REPO
+async def test_shipped_fashion_mnist_model_serves():
+    from tests.tiny_model import REPO
 
     shipped = REPO / "model_store"
-    if not (shipped / "fashion-mnist-bnn" / "model.json").is_file():
-        pytest.skip("model_store/fashion-mnist-bnn not shipped yet")
     async with serve(None, model_store=shipped, default_model="fashion-mnist-bnn") as client:
         r = await client.post("/predict", files=[("file", ("x.png", png_bytes(size=(28, 28))))], params={"top_k": 3})
         assert r.status_code == 200, r.text

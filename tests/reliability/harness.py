@@ -18,39 +18,14 @@ from pathlib import Path
 
 import httpx
 import torch
-from torch import nn
 
-from service.kernel import BinaryConv2d
+from tests.tiny_model import export_tiny  # noqa: F401 (re-exported for the reliability tests)
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = REPO / "model_store" / "fashion-mnist-bnn"
-TINY_LABELS = ["circle", "square", "line", "dot"]
-TINY_INPUT = {"channels": 1, "height": 12, "width": 12, "mean": [0.5], "std": [0.5]}
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                   "Ankle boot"]
 FASHION_INPUT = {"channels": 1, "height": 28, "width": 28, "mean": [0.286], "std": [0.353]}
-
-
-class TinyNet(nn.Module):
-    """1x12x12 grey -> two binary convs ('features.0', 'features.1') -> 4 classes: fast to export and run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(BinaryConv2d(1, 8, 3, padding=1, scale=True),
-                                      BinaryConv2d(8, 16, 3, stride=2, padding=1, scale=True))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.flatten(self.pool(self.features(x))))
-
-
-def export_tiny(folder: Path, name: str = "tiny") -> Path:
-    from service.export import export_model
-
-    torch.manual_seed(0)
-    return export_model(TinyNet(), folder, name, "1", TINY_INPUT, TINY_LABELS)
 
 
 def fashion_model_into(store: Path) -> tuple[str, str]:
