@@ -152,6 +152,24 @@ def sign(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t >= 0, 1.0, -1.0).to(torch.float32)
 
 
+def _suggests_channels_last(x: torch.Tensor) -> bool:
+    """torch's ``suggest_memory_format(x) == channels_last`` for a 4-D tensor (the rule its conv2d
+    uses for the output layout): the strides order the dims C, W, H, N from fastest to slowest."""
+    sizes, strides = x.shape, x.stride()
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0:
+            return False
+        if strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
+
 def _as_kernel_input(x: torch.Tensor) -> tuple[np.ndarray, bool]:
     """A float32 buffer the core reads without copying where possible; True if channels-last."""
     x = x.detach()
@@ -227,13 +245,17 @@ def _forward(
             f"output size would be {oh}x{ow}: kernel {kh}x{kw} with dilation {dilation} does not fit "
             f"input {x.shape[2]}x{x.shape[3]} with padding {padding}"
         )
+    channels_last_out = _suggests_channels_last(x)
     arr, channels_last = _as_kernel_input(x)
     extra = {}
     if scale is not None:
         extra["scale"] = scale.detach().to(torch.float32).contiguous().numpy()
     if bias is not None:
         extra["bias"] = bias.detach().to(torch.float32).contiguous().numpy()
-    out = _core.conv2d(arr, channels_last, weights, stride, padding, dilation, pad_value, **extra)
+    out = _core.conv2d(arr, channels_last, weights, stride, padding, dilation, pad_value,
+                       channels_last_out=channels_last_out, **extra)
+    if channels_last_out:  # [N, OH, OW, O] -> logical NCHW with torch.channels_last strides
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
     return torch.from_numpy(out)
 
 
@@ -335,7 +357,10 @@ def binary_conv2d(
     scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Binary convolution of ``sign(input)`` with ``sign(weight)``, exact, as float32 NCHW.
+    """Binary convolution of ``sign(input)`` with ``sign(weight)``, exact, as float32 [N, O, OH, OW].
+
+    Like ``F.conv2d``, the result is in ``torch.channels_last`` memory format when the input is
+    (the kernel then writes NHWC directly), and contiguous NCHW otherwise.
 
     ``weight`` is float [O, C/groups, KH, KW] or :class:`PackedWeights` (groups=1). ``scale`` and
     ``bias`` (per output channel) are applied in the kernel's epilogue: ``y = conv * scale + bias``;

@@ -49,7 +49,8 @@ std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last,
 }
 
 FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
-                       int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias) {
+                       int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
+                       bool channels_last_out) {
   ConvShape s;
   s.N = x.N, s.C = x.C, s.H = x.H, s.W = x.W, s.ph = x.ph, s.pw = x.pw;
   s.O = w.O, s.KH = w.KH, s.KW = w.KW;
@@ -60,11 +61,11 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
                           std::to_string(w.C));
   s.validate();
   bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
-  FloatArray out({s.N, s.O, s.OH(), s.OW()});
+  FloatArray out = channels_last_out ? FloatArray({s.N, s.OH(), s.OW(), s.O}) : FloatArray({s.N, s.O, s.OH(), s.OW()});
   float* dst = out.mutable_data();
   {
     py::gil_scoped_release release;
-    bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global());
+    bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global(), channels_last_out);
   }
   return out;
 }
@@ -140,12 +141,16 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"));
   m.def("conv2d_packed", &conv_packed, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
-        py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none());
+        py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+        py::arg("channels_last_out") = false,
+        "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
   m.def("conv2d", [](const FloatArray& x, bool channels_last, const PackedWeights& w, Pair stride, Pair padding,
                      Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
-                     const std::optional<FloatArray>& bias) {
+                     const std::optional<FloatArray>& bias, bool channels_last_out) {
     auto packed = pack(x, channels_last, padding);
-    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias);
+    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out);
   }, py::arg("x"), py::arg("channels_last"), py::arg("weights"), py::arg("stride"), py::arg("padding"),
-     py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none());
+     py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+     py::arg("channels_last_out") = false,
+     "Pack and convolve. Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
 }

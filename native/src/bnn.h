@@ -103,9 +103,10 @@ class ThreadPool;
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
                       int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool);
 
-// out: float32 NCHW [N][O][OH][OW].
+// out: float32 NCHW [N][O][OH][OW], or NHWC [N][OH][OW][O] with channels_last_out (then a
+// pixel's 16 channels of a block are contiguous and the epilogue needs no transpose).
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
-                   const OutputTransform& t, float* out, ThreadPool& pool);
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out = false);
 
 // ---- runtime dispatch -------------------------------------------------------------------
 enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };

@@ -16,6 +16,7 @@ struct ConvJob {
   const ConvShape* s;
   OutputTransform t;
   float* out;
+  bool channels_last_out = false;  // out is NHWC [N][OH][OW][O] instead of NCHW
   int64_t OH, OW;
   const int64_t* word_offsets;  // [KH*KW*words] offset of each reduction word inside the padded input
   int64_t k_total;              // C * KH * KW

@@ -137,6 +137,26 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
   }
 }
 
+// Channels-last output: a pixel's 16 channel values are contiguous in the tile already.
+inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
+                             int64_t pixel_stride) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int h = 0; h < nO; h += 8) {
+    const int n = std::min(8, nO - h);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    const __m256 sc = scale ? _mm256_maskload_ps(scale + h, mask) : _mm256_set1_ps(1.0f);
+    const __m256 bi = bias ? _mm256_maskload_ps(bias + h, mask) : _mm256_setzero_ps();
+    for (int p = 0; p < np; ++p) {
+      __m256 f = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(val + p * 16 + h)));
+      if (scale) f = _mm256_mul_ps(f, sc);
+      if (bias) f = _mm256_add_ps(f, bi);
+      float* d = dst + p * pixel_stride + h;
+      if (n == 8) _mm256_storeu_ps(d, f);
+      else _mm256_maskstore_ps(d, mask, f);
+    }
+  }
+}
+
 inline void add16(int32_t* v, const int32_t* c) {
   __m256i* d = reinterpret_cast<__m256i*>(v);
   const __m256i* s = reinterpret_cast<const __m256i*>(c);

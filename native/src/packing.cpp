@@ -270,14 +270,14 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
 // ---- convolution --------------------------------------------------------------------------
 
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
-                   const OutputTransform& t, float* out, ThreadPool& pool) {
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
   s.validate();
   if (x.N != s.N || x.C != s.C || x.H != s.H || x.W != s.W || x.ph != s.ph || x.pw != s.pw)
     invalid("packed activations do not match the convolution shape");
   if (w.O != s.O || w.C != s.C || w.KH != s.KH || w.KW != s.KW)
     invalid("packed weights do not match the convolution shape");
   ConvJob job;
-  job.x = &x, job.w = &w, job.s = &s, job.t = t, job.out = out;
+  job.x = &x, job.w = &w, job.s = &s, job.t = t, job.out = out, job.channels_last_out = channels_last_out;
   job.OH = s.OH(), job.OW = s.OW();
   // Reduction word i = (kh * KW + kw) * words + k, in the order of the blocked weights.
   std::vector<int64_t> offs(static_cast<size_t>(s.KH * s.KW * x.words));

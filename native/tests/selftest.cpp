@@ -70,14 +70,24 @@ int main(int argc, char** argv) {
               for (int64_t p = 0; p < s.H * s.W; ++p) xin[(n * s.H * s.W + p) * s.C + c] = x[(n * s.C + c) * s.H * s.W + p];
         bnn::PackedActivations packed;
         bnn::pack_activations(xin.data(), s.N, s.C, s.H, s.W, channels_last, s.ph, s.pw, packed, pool);
-        std::vector<float> out(expected.size());
-        bnn::binary_conv2d(packed, weights, s, {}, out.data(), pool);
-        ++run;
-        if (out != expected) {
-          ++failures;
-          std::printf("MISMATCH isa=%s cl=%d N=%ld C=%ld H=%ld W=%ld O=%ld K=%ldx%ld s=%ldx%ld p=%ldx%ld d=%ldx%ld pv=%d\n",
-                      bnn::isa_name(isa), channels_last, s.N, s.C, s.H, s.W, s.O, s.KH, s.KW, s.sh, s.sw, s.ph, s.pw,
-                      s.dh, s.dw, s.pad_value);
+        for (bool cl_out : {false, true}) {
+          std::vector<float> out(expected.size());
+          bnn::binary_conv2d(packed, weights, s, {}, out.data(), pool, cl_out);
+          if (cl_out) {  // NHWC -> NCHW for the comparison
+            std::vector<float> nchw(out.size());
+            const int64_t P = s.OH() * s.OW();
+            for (int64_t n = 0; n < s.N; ++n)
+              for (int64_t p = 0; p < P; ++p)
+                for (int64_t o = 0; o < s.O; ++o) nchw[(n * s.O + o) * P + p] = out[(n * P + p) * s.O + o];
+            out.swap(nchw);
+          }
+          ++run;
+          if (out != expected) {
+            ++failures;
+            std::printf("MISMATCH isa=%s cl=%d cl_out=%d N=%ld C=%ld H=%ld W=%ld O=%ld K=%ldx%ld s=%ldx%ld p=%ldx%ld d=%ldx%ld pv=%d\n",
+                        bnn::isa_name(isa), channels_last, cl_out, s.N, s.C, s.H, s.W, s.O, s.KH, s.KW, s.sh, s.sw, s.ph,
+                        s.pw, s.dh, s.dw, s.pad_value);
+          }
         }
       }
     }

@@ -194,3 +194,62 @@ def test_env_var_forces_path_at_import():
         [sys.executable, "-c", "import service.kernel"], env={"BNN_ISA": "bogus"}, capture_output=True, text=True
     )
     assert bad.returncode != 0 and "unknown instruction set" in bad.stderr
+
+
+def _is_channels_last(t):
+    return t.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pad_value", [0, 1, -1])
+@pytest.mark.parametrize(
+    "shape, wshape, geometry",
+    [
+        ((2, 64, 9, 13), (33, 64, 3, 3), dict(stride=1, padding=1)),
+        ((1, 130, 11, 70), (17, 130, 3, 3), dict(stride=2, padding=(1, 2), dilation=(1, 2))),
+        ((3, 7, 6, 5), (5, 7, 1, 1), dict()),
+        ((1, 1, 8, 8), (1, 1, 3, 3), dict(padding=2)),
+    ],
+)
+def test_channels_last_in_gives_channels_last_out(isa, pad_value, shape, wshape, geometry):
+    """torch's rule: channels_last in -> channels_last out (the kernel writes NHWC), NCHW otherwise;
+    the values are the same either way, scale/bias included."""
+    g = torch.Generator().manual_seed(sum(shape) + pad_value)
+    x = torch.randn(shape, generator=g)
+    x[x.abs() < 0.05] = 0.0
+    w = torch.randn(wshape, generator=g)
+    scale, bias = torch.randn(wshape[0], generator=g), torch.randn(wshape[0], generator=g)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    ref = reference(x, w, pad_value=pad_value, **geometry)
+    ref_cl = F.conv2d(sign(xc), sign(w), **geometry) if pad_value == 0 else None
+    with kernel.use_isa(isa):
+        for packed in (False, True):
+            weight = pack_weights(w) if packed else w
+            out_n = binary_conv2d(x, weight, pad_value=pad_value, **geometry)
+            out_c = binary_conv2d(xc, weight, pad_value=pad_value, **geometry)
+            assert out_n.is_contiguous()
+            assert _is_channels_last(out_c)
+            assert out_c.shape == ref.shape
+            if ref_cl is not None:  # the same layout torch's own conv2d gives
+                assert out_c.stride() == ref_cl.stride() and out_n.stride() == ref.stride()
+            assert torch.equal(out_n, ref) and torch.equal(out_c, ref)
+            sb_n = binary_conv2d(x, weight, pad_value=pad_value, scale=scale, bias=bias, **geometry)
+            sb_c = binary_conv2d(xc, weight, pad_value=pad_value, scale=scale, bias=bias, **geometry)
+            want = ref * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+            assert _is_channels_last(sb_c) and torch.equal(sb_c, want) and torch.equal(sb_n, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_channels_last_layer_and_groups(isa):
+    """The eval-mode layer (packed weights, fused scale/bias) and grouped convs keep channels_last."""
+    torch.manual_seed(5)
+    layer = kernel.BinaryConv2d(32, 48, 3, padding=1, scale=True, bias=True, pad_value=-1).eval()
+    x = torch.randn(2, 32, 10, 12)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with kernel.use_isa(isa), torch.no_grad():
+        a, b = layer(x), layer(xc)
+        assert a.is_contiguous() and _is_channels_last(b) and torch.equal(a, b)
+        w = torch.randn(48, 16, 3, 3)
+        ga = binary_conv2d(x, w, padding=1, groups=2)
+        gb = binary_conv2d(xc, w, padding=1, groups=2)
+        assert torch.equal(ga, gb) and torch.equal(ga, reference(x, w, padding=1, groups=2))

@@ -59,6 +59,10 @@ def test_exact(isa, case, pad_value):
                 _core.set_num_threads(threads)
                 out = _core.conv2d(arr, cl, pw, stride, pad, dil, pad_value)
                 assert torch.equal(torch.from_numpy(out), ref), (isa, case, pad_value, cl, threads)
+                # NHWC output [N, OH, OW, O]: the epilogue without the transpose
+                out = _core.conv2d(arr, cl, pw, stride, pad, dil, pad_value, channels_last_out=True)
+                assert out.shape == (ref.shape[0], ref.shape[2], ref.shape[3], ref.shape[1])
+                assert torch.equal(torch.from_numpy(out).permute(0, 3, 1, 2), ref), (isa, case, pad_value, cl, threads)
     finally:
         _core.set_num_threads(1)
         _core.set_isa(prev)
@@ -75,10 +79,19 @@ def test_scale_bias_epilogue(isa):
     _core.set_isa(isa)
     try:
         out = _core.conv2d(x.numpy(), False, pw, (1, 1), (1, 1), (1, 1), 0, scale=scale.numpy(), bias=bias.numpy())
+        packed = _core.pack_activations(x.numpy(), False, (1, 1))
+        nhwc = [_core.conv2d_packed(packed, pw, (1, 1), (1, 1), 0, scale=scale.numpy(), bias=bias.numpy(),
+                                    channels_last_out=True)]
+        nhwc.append(_core.conv2d_packed(packed, pw, (1, 1), (1, 1), 0, scale=scale.numpy(), channels_last_out=True))
+        nhwc.append(_core.conv2d_packed(packed, pw, (1, 1), (1, 1), 0, bias=bias.numpy(), channels_last_out=True))
     finally:
         _core.set_isa(prev)
-    ref = _ref(x, w, (1, 1), (1, 1), (1, 1), 0) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    plain = _ref(x, w, (1, 1), (1, 1), (1, 1), 0)
+    ref = plain * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
     assert torch.equal(torch.from_numpy(out), ref)
+    assert torch.equal(torch.from_numpy(nhwc[0]).permute(0, 3, 1, 2), ref)
+    assert torch.equal(torch.from_numpy(nhwc[1]).permute(0, 3, 1, 2), plain * scale.view(1, -1, 1, 1))
+    assert torch.equal(torch.from_numpy(nhwc[2]).permute(0, 3, 1, 2), plain + bias.view(1, -1, 1, 1))
 
 
 def test_popcount_peak_helper():
