@@ -314,6 +314,10 @@ class Executor:
         self.output = output
 
     def run(self, x: torch.Tensor, record_shapes: dict[str, list[int]] | None = None) -> torch.Tensor:
+        # Run the whole graph NHWC: torch's float ops keep channels_last, and the binary kernel
+        # then packs channels-last input and writes channels-last output with no transposes.
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         values = {GRAPH_INPUT: x}
         for step in self.steps:
             try:
