@@ -1,7 +1,10 @@
 """Dynamic batching: one queue and one worker per model, so concurrent requests share kernel calls.
 
-Requests put rows (images) into the queue; the worker takes the first waiting rows, waits up to
-``max_queue_delay_ms`` for more until ``max_batch_size``, and runs ``model.predict`` in a worker
+Requests put rows (images) into the queue; the worker takes the first waiting rows and, while other
+requests for the model are on their way (announced by :meth:`Batcher.arrival` when they enter the
+app, still reading or decoding), waits up to ``max_queue_delay_ms`` for them until
+``max_batch_size``; with none on the way it runs at once, so a lone request pays no delay. It runs
+``model.predict`` in a worker
 thread (the kernel releases the GIL), so the event loop never runs the kernel. While a batch
 computes, new rows pile up and form the next batch without waiting. The queue is bounded: when
 full, requests fail fast with 503 + Retry-After instead of waiting behind it.
@@ -12,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,6 +44,23 @@ class _Chunk:
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class _Arrival:
+    """A request announced to a batcher, until it has queued its rows (or left without)."""
+
+    batcher: Batcher
+    on_the_way: bool = True
+
+    def settle(self) -> None:
+        if self.on_the_way:
+            self.on_the_way = False
+            self.batcher._arriving -= 1
+            self.batcher._wakeup.set()
+
+
+_current_arrival: contextvars.ContextVar[_Arrival | None] = contextvars.ContextVar("bnn_arrival", default=None)
+
+
 class BatchFailed(ServiceError):
     status_code = 500
 
@@ -60,6 +82,7 @@ class Batcher:
         self.max_queue_size = max_queue_size
         self._pending: collections.deque[_Chunk] = collections.deque()
         self._queued_rows = 0
+        self._arriving = 0  # announced requests that have not queued their rows yet
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bnn-{model.name}")
         self._worker: asyncio.Task | None = None
@@ -82,6 +105,19 @@ class Batcher:
                 chunk.future.set_exception(ServiceOverloaded("the service is shutting down"))
         self._pending.clear()
         self._executor.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Announce, for the request running in this context, that rows are on their way: a forming
+        batch waits for them (at most max_queue_delay_ms). Settled when predict() queues them."""
+        token = _Arrival(self)
+        self._arriving += 1
+        reset = _current_arrival.set(token)
+        try:
+            yield
+        finally:
+            token.settle()
+            _current_arrival.reset(reset)
 
     def check_room(self, n: int) -> None:
         """Raise ServiceOverloaded (503 + Retry-After) unless ``n`` more images fit in the queue."""
@@ -106,6 +142,9 @@ class Batcher:
         self._queued_rows += n
         self.metrics.queue_depth.labels(self.model.name).set(self._queued_rows)
         self._wakeup.set()
+        token = _current_arrival.get()
+        if token is not None and token.batcher is self:
+            token.settle()
         futures = [c.future for c in chunks]
         try:
             async with asyncio.timeout(timeout_s):
@@ -125,7 +164,7 @@ class Batcher:
             await self._wakeup.wait()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_queue_delay_s
-        while self._rows_waiting() < self.max_batch_size:
+        while self._arriving > 0 and self._rows_waiting() < self.max_batch_size:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

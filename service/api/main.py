@@ -21,7 +21,7 @@ from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
-from service.api.middleware import BodyLimitMiddleware, LoadSheddingMiddleware, ObservabilityMiddleware
+from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from service.api.routes import conv, health, metrics, models, predict, v2
 
 logger = logging.getLogger("bnn.api")
@@ -114,6 +114,6 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         app.include_router(router)
     # Outermost last: observability sees every response, including the 413s of the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(LoadSheddingMiddleware, state=state)  # outside the body limit: sheds before reading
+    app.add_middleware(AdmissionMiddleware, state=state)  # outside the body limit: admits before reading
     app.add_middleware(ObservabilityMiddleware, metrics=state.metrics)
     return app

@@ -81,10 +81,11 @@ class BodyLimitMiddleware:
 _INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$")
 
 
-class LoadSheddingMiddleware:
-    """503 + Retry-After for inference requests whose model's queue is already full — before the
-    body is read, so a burst past the queue bound costs the server almost nothing. (The batcher
-    makes the exact check again once the request's image count is known.)"""
+class AdmissionMiddleware:
+    """Admission of inference requests, before their body is read: 503 + Retry-After when the
+    model's queue is already full (a burst past the bound costs the server almost nothing; the
+    batcher checks exactly again once the image count is known), else the request is announced to
+    the model's batcher so a forming batch waits for it."""
 
     def __init__(self, app: ASGIApp, state: ServiceState) -> None:
         self.app = app
@@ -110,6 +111,9 @@ class LoadSheddingMiddleware:
                 scope["bnn.rejected"] = "queue_full"
                 await error_response(exc.status_code, exc.message, exc.headers)(scope, receive, send)
                 return
+            with batcher.arrival():
+                await self.app(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

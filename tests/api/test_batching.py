@@ -26,6 +26,26 @@ async def test_concurrent_requests_share_model_calls(store, tiny_model):
     assert f'bnn_batch_size_count{{model="tiny"}} {float(tiny_model.calls)}' in metrics
 
 
+async def test_a_lone_request_does_not_wait_out_the_queue_delay(store, tiny_model):
+    """Nothing else on its way: the batch runs at once (the 60 s delay would trip the guard)."""
+    async with serve(store, max_queue_delay_ms=60_000) as client:
+        bad = await client.post("/predict", files=[("file", ("x.png", b"not an image"))])
+        assert bad.status_code == 400  # its announcement must be withdrawn too
+        for _ in range(3):
+            r = await asyncio.wait_for(client.post("/predict", files=[("file", ("a.png", png_bytes()))]), 20)
+            assert r.status_code == 200
+    assert tiny_model.batch_sizes == [1, 1, 1]
+
+
+async def test_requests_on_their_way_join_the_forming_batch(store, tiny_model):
+    """Concurrent requests announce themselves on arrival; the batch waits for them, not for the clock."""
+    async with serve(store, max_batch_size=32, max_queue_delay_ms=60_000) as client:
+        requests = [client.post("/predict", files=[("file", (f"{i}.png", png_bytes(color=i)))]) for i in range(8)]
+        responses = await asyncio.wait_for(asyncio.gather(*requests), 20)
+    assert all(r.status_code == 200 for r in responses)
+    assert sum(tiny_model.batch_sizes) == 8 and tiny_model.calls < 8, tiny_model.batch_sizes
+
+
 async def test_batched_results_equal_single_results(store, tiny_model):
     xs = [torch.randn(n, 1, 12, 12) for n in (1, 2, 3)]
     body = lambda x: {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",  # noqa: E731
