@@ -4,8 +4,10 @@
     .venv/bin/python bench/bench_conv.py --quick          # fewer shapes / repeats
     .venv/bin/python bench/bench_conv.py --threads 1 --isa avx512
 
-Times are best-of-many (the min), in ms per call; for batch > 1 also per image. "ours" is the
-packed conv (conv2d_packed), "pack" is pack_activations of its input (measured separately).
+Times are best-of-many (the min), in ms per image. "ours" is the packed conv (conv2d_packed) with
+NCHW output, "pack" is pack_activations of its NCHW input (measured separately); "ours_cl" and
+"pack_cl" are the same for channels-last: NHWC output (channels_last_out=True, no transpose in
+the epilogue) and packing of an NHWC input.
 GMAC/s counts binary multiply-accumulates (N*O*OH*OW*C*KH*KW) of the conv alone. "peak" is the
 active path's register-resident XOR+popcount+add loop on one thread (no loads, no Harley-Seal);
 the kernel may exceed 1.0 of it because it needs fewer popcounts per MAC than that loop.
@@ -88,8 +90,9 @@ def main():
             _core.set_num_threads(nt)
             torch.set_num_threads(nt)
             print(f"-- {isa}, {nt} thread(s); ms per image")
-            print(f"{'shape':24s} {'ours':>7s} {'pack':>7s} {'pack%':>6s} {'fp32':>7s} {'fp32cl':>7s} "
-                  f"{'x fp32':>7s} {'x(+pk)':>7s} {'GMAC/s':>7s} {'peak':>5s}")
+            print(f"{'shape':24s} {'ours':>7s} {'pack':>7s} {'pack%':>6s} {'ours_cl':>7s} {'pack_cl':>7s} {'pack%':>6s} "
+                  f"{'fp32':>7s} {'fp32cl':>7s} {'x fp32':>7s} {'x(+pk)':>7s} {'xcl':>6s} {'xcl+pk':>6s} "
+                  f"{'GMAC/s':>7s} {'GMACcl':>7s} {'peak':>5s} {'pk_cl':>5s}")
             for (name, N, C, H, W, O, k, s, p) in shapes:
                 x = torch.from_numpy(rng.standard_normal((N, C, H, W), dtype=np.float32))
                 w = torch.from_numpy(rng.standard_normal((O, C, k, k), dtype=np.float32))
@@ -98,6 +101,11 @@ def main():
                 packed = _core.pack_activations(xn, False, (p, p))
                 t_conv = best_time(lambda: _core.conv2d_packed(packed, pw, (s, s), (1, 1), 0), reps, mt)
                 t_pack = best_time(lambda: _core.pack_activations(xn, False, (p, p)), reps, mt)
+                xl = np.ascontiguousarray(xn.transpose(0, 2, 3, 1))
+                packed_cl = _core.pack_activations(xl, True, (p, p))
+                t_conv_cl = best_time(
+                    lambda: _core.conv2d_packed(packed_cl, pw, (s, s), (1, 1), 0, channels_last_out=True), reps, mt)
+                t_pack_cl = best_time(lambda: _core.pack_activations(xl, True, (p, p)), reps, mt)
                 key = (name, nt)
                 if key not in fp32:
                     xc = x.contiguous(memory_format=torch.channels_last)
@@ -111,10 +119,13 @@ def main():
                 OW = (W + 2 * p - k) // s + 1
                 macs = N * O * OH * OW * C * k * k
                 gmacs = macs / t_conv / 1e9
+                gmacs_cl = macs / t_conv_cl / 1e9
                 bestf = min(tn, tc)
                 print(f"{name:24s} {t_conv / N * 1e3:7.3f} {t_pack / N * 1e3:7.3f} {100 * t_pack / t_conv:5.1f}% "
+                      f"{t_conv_cl / N * 1e3:7.3f} {t_pack_cl / N * 1e3:7.3f} {100 * t_pack_cl / t_conv_cl:5.1f}% "
                       f"{tn / N * 1e3:7.3f} {tc / N * 1e3:7.3f} {bestf / t_conv:7.1f} {bestf / (t_conv + t_pack):7.1f} "
-                      f"{gmacs:7.0f} {gmacs * 1e9 / peak / nt:5.2f}")
+                      f"{bestf / t_conv_cl:6.1f} {bestf / (t_conv_cl + t_pack_cl):6.1f} "
+                      f"{gmacs:7.0f} {gmacs_cl:7.0f} {gmacs * 1e9 / peak / nt:5.2f} {gmacs_cl * 1e9 / peak / nt:5.2f}")
     _core.set_isa(prev_isa)
     _core.set_num_threads(1)
 

@@ -45,6 +45,9 @@ struct KernelTable {
   // 0, pixel 0 of the row, channels `cstride` floats apart; writes words [W][words] at dst
   // (pixel stride `words`); channel tail bits are zero.
   void (*pack_nchw_row)(const float* x, int64_t cstride, int64_t W, int64_t C, int64_t words, uint64_t* dst);
+  // Optional (null: sign_mask64 per word). Packs one NHWC image row: x points at pixel 0,
+  // channel 0, pixels C floats apart; writes words [W][words] at dst.
+  void (*pack_nhwc_row)(const float* x, int64_t W, int64_t C, int64_t words, uint64_t* dst) = nullptr;
 };
 
 const KernelTable& portable_kernels();

@@ -189,6 +189,25 @@ void pack_nchw_row(const float* x, int64_t cstride, int64_t W, int64_t C, int64_
   }
 }
 
+// NHWC row packing: every word is 64 consecutive floats of one pixel (4 compares).
+void pack_nhwc_row(const float* x, int64_t W, int64_t C, int64_t words, uint64_t* dst) {
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t full = C / 64;  // words with all 64 channels present
+  for (int64_t w = 0; w < W; ++w) {
+    const float* src = x + w * C;
+    uint64_t* d = dst + w * words;
+    for (int64_t k = 0; k < full; ++k) {
+      const float* p = src + k * 64;
+      const uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_NGE_UQ);
+      const uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_NGE_UQ);
+      const uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), zero, _CMP_NGE_UQ);
+      const uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), zero, _CMP_NGE_UQ);
+      d[k] = m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+    }
+    if (full < words) d[full] = sign_mask64(src + full * 64, C - full * 64);
+  }
+}
+
 uint64_t peak_loop(int64_t iters) {
   __m512i w0 = _mm512_set1_epi64(0x0123456789abcdefLL), w1 = _mm512_set1_epi64(0x7edcba9876543210LL);
   __m512i a[12], b[6];
@@ -210,7 +229,8 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& avx512_kernels() {
   static const KernelTable table{Isa::avx512, &avx512_impl::sign_mask64, &avx512_impl::conv_row,
-                                 &avx512_impl::peak_loop, 12 * 512, &avx512_impl::pack_nchw_row};
+                                 &avx512_impl::peak_loop, 12 * 512, &avx512_impl::pack_nchw_row,
+                                 &avx512_impl::pack_nhwc_row};
   return table;
 }
 

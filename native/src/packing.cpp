@@ -237,6 +237,10 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
     const int64_t rows = N * H;
     pool.parallel_for(rows, [&](int64_t r) {
       const int64_t n = r / H, h = r % H;
+      if (kt.pack_nhwc_row) {
+        kt.pack_nhwc_row(x + (n * H + h) * W * C, W, C, words, pixel_word(n, h * W));
+        return;
+      }
       for (int64_t w = 0; w < W; ++w) {
         const float* src = x + ((n * H + h) * W + w) * C;
         uint64_t* d = pixel_word(n, h * W + w);
