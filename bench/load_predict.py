@@ -1,10 +1,12 @@
 """Load test of POST /predict over loopback: throughput and p50/p99 latency, batching on vs off,
 binary model vs the same architecture in float (both served by this service, the same way).
 
-    .venv/bin/python bench/load_predict.py [--seconds 4] [--max-requests 3000] [--concurrency 1 8 32]
+    .venv/bin/python bench/load_predict.py [--seconds 4] [--max-requests 3000] [--concurrency 1 8 32] [--client wrk]
 
-Bounded: each (variant, batching, concurrency) cell runs for --seconds or --max-requests, whichever
-comes first, after a short warm-up. The server is `python -m service` on a free 127.0.0.1 port.
+Bounded: each (variant, batching, concurrency) cell runs for --seconds (and, with the httpx client,
+at most --max-requests), after a short warm-up. The load comes from `wrk` (Debian's package: a C
+client that costs the 2-core machine little) when it is installed, else from an httpx client in
+this process, which competes with the server for the same cores. The server is `python -m service` on a free 127.0.0.1 port.
 The binary model is model_store/fashion-mnist-bnn when shipped, else FashionNet(binary=True) exported
 with random weights (speed does not depend on the weights); the float one is FashionNet(binary=False)
 exported the same way and run by the same graph executor (float conv via torch).
@@ -93,6 +95,13 @@ def start_server(store: Path, max_batch_size: int, threads: int) -> tuple[subpro
     raise RuntimeError("server not ready in 120 s")
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def sample_png() -> bytes:
     image = Image.new("L", (28, 28), 0)
     for x in range(6, 22):
@@ -139,6 +148,43 @@ async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_r
             "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None}
 
 
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BNN_WRK_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=bnnbenchboundary"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %d %f\\n", summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def run_cell_wrk(url: str, model: str, concurrency: int, seconds: float) -> dict:
+    """The same cell driven by wrk (one client thread, ``concurrency`` connections)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body"
+        body.write_bytes(b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                         b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n--bnnbenchboundary--\r\n")
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        target = f"{url}/predict?model={model}&top_k=1"
+        env = dict(os.environ, BNN_WRK_BODY=str(body))
+        subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), target],  # warm-up
+                       env=env, capture_output=True, check=True)
+        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+                              "-s", str(script), target], env=env, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("WRK "))
+    requests, errors, duration_us, p50, p99, mean = line.split()[1:]
+    ok, elapsed = int(requests) - int(errors), int(duration_us) / 1e6
+    return {"requests": ok, "errors": int(errors), "seconds": round(elapsed, 2), "rps": round(ok / elapsed, 1),
+            "p50_ms": round(int(p50) / 1000, 2), "p99_ms": round(int(p99) / 1000, 2),
+            "mean_ms": round(float(mean) / 1000, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -147,6 +193,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="kernel / torch threads in the server")
     parser.add_argument("--variants", nargs="+", default=["binary", "float"])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
+                        help="load generator (default: wrk when installed)")
     args = parser.parse_args()
 
     results = []
@@ -158,7 +206,10 @@ def main() -> None:
                 proc, url = start_server(store, max_batch, args.threads)
                 try:
                     for c in args.concurrency:
-                        cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests))
+                        if args.client == "wrk":
+                            cell = run_cell_wrk(url, model, c, args.seconds)
+                        else:
+                            cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests))
                         cell.update(variant=variant, batching=batching, concurrency=c)
                         results.append(cell)
                         print(json.dumps(cell), flush=True)
@@ -169,7 +220,7 @@ def main() -> None:
     def rps(variant, batching, c):
         return next((r["rps"] for r in results if (r["variant"], r["batching"], r["concurrency"]) == (variant, batching, c)), None)
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, client {args.client}")
     print("| model | batching | concurrency | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
