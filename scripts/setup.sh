@@ -12,14 +12,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
-for tool in cmake g++; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "[setup] installing the C++ toolchain"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cmake g++ >/dev/null
-    break
-  fi
-done
+# cmake + g++ build native/; wrk drives the service load benchmark (bench/load_predict.py).
+missing=()
+for tool in cmake g++ wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
