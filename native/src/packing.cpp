@@ -303,6 +303,16 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
   const KernelTable& kt = active_kernels();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
   const int64_t rows = s.N * job.OH;
+  if (channels_last_out && pool.num_threads() > 1) {
+    // Block-major: threads claim consecutive items, and the items of one output row would write
+    // neighbouring (possibly shared) cache lines of the same NHWC pixels; adjacent rows of one
+    // block do not.
+    pool.parallel_for(rows * blocks, [&](int64_t i) {
+      const int64_t ob = i / rows, row = i % rows;
+      kt.conv_row(job, row / job.OH, row % job.OH, ob);
+    });
+    return;
+  }
   pool.parallel_for(rows * blocks, [&](int64_t i) {
     const int64_t row = i / blocks, ob = i % blocks;
     kt.conv_row(job, row / job.OH, row % job.OH, ob);
