@@ -12,6 +12,7 @@ in float PyTorch.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = export_model(bnn, f"{tmp}/birealnet18", "birealnet18", "0.0.0", spec, [f"class{i}" for i in range(1000)])
         loaded = load_model(folder)
     x = torch.randn(1, 3, 224, 224)
+    # torch's float convs are often faster channels_last: time both layouts, report each
+    fp_cl = copy.deepcopy(fp).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         diff = (loaded.predict(x) - bnn(x)).abs().max().item()
     sizes = loaded.summary()["sizes"]
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_ms"][f"{n}_threads"] = {
             "packed_bnn": round(_median_ms(loaded.predict, x, args.repeats), 2),
             "float_torch": round(_median_ms(fp, x, args.repeats), 2),
+            "float_torch_channels_last": round(_median_ms(fp_cl, x_cl, args.repeats), 2),
         }
         print(json.dumps({"threads": n, **result["latency_ms"][f"{n}_threads"]}), flush=True)
     print(json.dumps(result, indent=2))
