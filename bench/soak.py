@@ -358,10 +358,11 @@ FINDINGS = """## Findings (not regenerated: edit bench/soak.py's FINDINGS)
 - Fixed in service/api: `/v2 infer` cast `null` and numeric strings to float32 (null became NaN) and answered NaN
   inputs with `null` logits; it now refuses non-numeric values and NaN/infinity with 400. A non-ASCII API key
   could never match (the header's latin-1 text was re-encoded as UTF-8); it now compares raw bytes.
-- Overload 503s are correct (Retry-After, no other status, instant recovery) but not fast under a burst of large
-  bodies: the queue check runs after FastAPI has read and validated the JSON body, so on 2 shared CPUs 400
-  simultaneous 50 kB requests wait seconds for their 503. Shedding before the body is read (an ASGI check of the
-  target model's queue) would make them cheap; not done here.
+- Overload 503s were correct but slow under a burst of large bodies (the queue check ran after FastAPI had read
+  and validated the body). Now the service decides before reading the body (`AdmissionMiddleware`: queued
+  images plus requests already on their way, one image each at least, against the bound). The 503 latencies in
+  the Overload row are the client's view: one Python process opening 400 connections and sending 400 x 50 kB
+  on the same 2 vCPUs as the server.
 - Graceful stop: every request the app had begun is answered. Connections uvicorn has accepted but whose
   request it has not parsed yet are closed unanswered at SIGTERM (seen once: 22 of 32 in flight on a saturated
   server; 0 in the run above). Clients should retry on a dropped connection; a preStop delay in the orchestrator

@@ -122,12 +122,21 @@ class Batcher:
     def check_room(self, n: int) -> None:
         """Raise ServiceOverloaded (503 + Retry-After) unless ``n`` more images fit in the queue."""
         if self._queued_rows + n > self.max_queue_size:
-            self.metrics.inference_failures.labels(self.model.name, "queue_full").inc(n)
-            raise ServiceOverloaded(
-                f"model {self.model.name!r} has {self._queued_rows} images queued (limit {self.max_queue_size}); "
-                "retry later",
-                retry_after_s=max(1, round(self.max_queue_delay_s + 1)),
-            )
+            raise self._overloaded(n, f"{self._queued_rows} images queued")
+
+    def admit(self) -> None:
+        """Admission of a new request before its body is read: it is refused when the queued images
+        plus the requests already on their way (at least one image each) fill the queue, so a burst
+        is turned away as it arrives rather than after every body has been read."""
+        if self._queued_rows + self._arriving + 1 > self.max_queue_size:
+            raise self._overloaded(1, f"{self._queued_rows} images queued and {self._arriving} requests on their way")
+
+    def _overloaded(self, n: int, load: str) -> ServiceOverloaded:
+        self.metrics.inference_failures.labels(self.model.name, "queue_full").inc(n)
+        return ServiceOverloaded(
+            f"model {self.model.name!r} has {load} (limit {self.max_queue_size} images); retry later",
+            retry_after_s=max(1, round(self.max_queue_delay_s + 1)),
+        )
 
     async def predict(self, rows: torch.Tensor, timeout_s: float) -> torch.Tensor:
         """Logits for ``rows`` [N, C, H, W], computed in batches with other requests' rows."""

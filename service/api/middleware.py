@@ -83,9 +83,9 @@ _INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$")
 
 class AdmissionMiddleware:
     """Admission of inference requests, before their body is read: 503 + Retry-After when the
-    model's queue is already full (a burst past the bound costs the server almost nothing; the
-    batcher checks exactly again once the image count is known), else the request is announced to
-    the model's batcher so a forming batch waits for it."""
+    model's queue, counting requests already on their way, is full (so a burst past the bound is
+    turned away cheaply; the batcher checks exactly again once the image count is known), else
+    the request is announced to the model's batcher so a forming batch waits for it."""
 
     def __init__(self, app: ASGIApp, state: ServiceState) -> None:
         self.app = app
@@ -106,7 +106,7 @@ class AdmissionMiddleware:
         batcher = self.state.batchers.get(name) if name is not None else None
         if batcher is not None:
             try:
-                batcher.check_room(1)
+                batcher.admit()
             except ServiceOverloaded as exc:
                 scope["bnn.rejected"] = "queue_full"
                 await error_response(exc.status_code, exc.message, exc.headers)(scope, receive, send)

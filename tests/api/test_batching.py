@@ -154,3 +154,19 @@ async def test_event_loop_never_runs_the_model(store, tiny_model, monkeypatch):
     async with serve(store) as client:
         await client.post("/predict", files=[("file", ("a.png", png_bytes()))])
     assert threads and all(name.startswith("bnn-tiny") for name in threads)
+
+
+async def test_admission_counts_requests_on_their_way(tiny_model):
+    """A burst is refused as it arrives: requests still reading their bodies hold a queue place."""
+    from service.api.batching import Batcher
+    from service.api.errors import ServiceOverloaded
+    from service.api.metrics import ServiceMetrics
+
+    batcher = Batcher(tiny_model, ServiceMetrics(), max_batch_size=4, max_queue_delay_ms=1, max_queue_size=2)
+    with batcher.arrival():
+        batcher.admit()
+        with batcher.arrival():
+            with pytest.raises(ServiceOverloaded, match="2 requests on their way"):
+                batcher.admit()
+        batcher.admit()  # one left: room again
+    batcher.admit()
