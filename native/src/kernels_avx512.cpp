@@ -21,24 +21,10 @@ template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
   __m512i o0[PX], o1[PX], t0[PX], t1[PX];
-  // An odd word count starts the `ones` plane with the first word (twos = 0); the rest pair up.
-  int64_t i = 0;
-  if (K & 1) {
-    const __m512i w10 = _mm512_load_si512(wblk), w11 = _mm512_load_si512(wblk + 8);
-    const uint64_t* s1 = in + offs[0];
-#pragma GCC unroll 16
-    for (int p = 0; p < PX; ++p) {
-      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      o0[p] = _mm512_xor_si512(a1, w10);
-      o1[p] = _mm512_xor_si512(a1, w11);
-      t0[p] = t1[p] = _mm512_setzero_si512();
-    }
-    i = 1;
-  } else {
-#pragma GCC unroll 16
-    for (int p = 0; p < PX; ++p) o0[p] = o1[p] = t0[p] = t1[p] = _mm512_setzero_si512();
-  }
-  for (; i < K; i += 2) {
+  // One carry-save step over the word pair (i, i + 1). The first pair of the tile is peeled:
+  // it sets `twos` instead of adding to zero, and with no odd first word (`ones` = 0) its
+  // carry is x1 & x2 and its new `ones` is x1 ^ x2.
+  auto step = [&](int64_t i, bool first, bool ones_zero) __attribute__((always_inline)) {
     const uint64_t* wt = wblk + i * 16;
     const uint64_t* s1 = in + offs[i];
     const uint64_t* s2 = in + offs[i + 1];
@@ -50,16 +36,53 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
     for (int p = 0; p < PX; ++p) {
       const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
       const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
-      const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
-      const __m512i c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
-      t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(c0));
-      o0[p] = n0;
-      const __m512i n1 = _mm512_ternarylogic_epi64(o1[p], a12, d1, 0x96);
-      const __m512i c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_si512(a1, w11), 0xB2);
-      t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(c1));
-      o1[p] = n1;
+      __m512i c0, c1;
+      if (ones_zero) {
+        c0 = _mm512_ternarylogic_epi64(_mm512_xor_si512(a1, w10), a12, d0, 0x90);  // x1 & ~(a12 ^ d)
+        c1 = _mm512_ternarylogic_epi64(_mm512_xor_si512(a1, w11), a12, d1, 0x90);
+        o0[p] = _mm512_xor_si512(a12, d0);
+        o1[p] = _mm512_xor_si512(a12, d1);
+      } else {
+        const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
+        c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
+        o0[p] = n0;
+        const __m512i n1 = _mm512_ternarylogic_epi64(o1[p], a12, d1, 0x96);
+        c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_si512(a1, w11), 0xB2);
+        o1[p] = n1;
+      }
+      if (first) {
+        t0[p] = _mm512_popcnt_epi64(c0);
+        t1[p] = _mm512_popcnt_epi64(c1);
+      } else {
+        t0[p] = _mm512_add_epi64(t0[p], _mm512_popcnt_epi64(c0));
+        t1[p] = _mm512_add_epi64(t1[p], _mm512_popcnt_epi64(c1));
+      }
     }
+  };
+  int64_t i = 0;
+  if (K & 1) {
+    // An odd word count starts the `ones` plane with the first word; the rest pair up.
+    const __m512i w10 = _mm512_load_si512(wblk), w11 = _mm512_load_si512(wblk + 8);
+    const uint64_t* s1 = in + offs[0];
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p) {
+      const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
+      o0[p] = _mm512_xor_si512(a1, w10);
+      o1[p] = _mm512_xor_si512(a1, w11);
+    }
+    if (K == 1) {
+#pragma GCC unroll 16
+      for (int p = 0; p < PX; ++p) t0[p] = t1[p] = _mm512_setzero_si512();
+      i = 1;
+    } else {
+      step(1, true, false);
+      i = 3;
+    }
+  } else {
+    step(0, true, true);
+    i = 2;
   }
+  for (; i < K; i += 2) step(i, false, false);
   // val = k_total - 2 * (2 * twos + popcount(ones))
   const __m512i kt = _mm512_set1_epi32(k_total);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
