@@ -29,6 +29,7 @@ PAD_VALUES = (-1, 0, 1)
 __all__ = [
     "BinaryConv2d",
     "BinaryConv2dForward",
+    "InferenceConv",
     "PackedWeights",
     "active_isa",
     "available_isas",
@@ -230,6 +231,28 @@ def _forward(
     scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    return _run_kernel(x, weights, stride, padding, dilation, pad_value, _epilogue(scale, bias))
+
+
+def _epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """scale/bias in the form the core takes (float32 numpy vectors)."""
+    extra = {}
+    if scale is not None:
+        extra["scale"] = scale.detach().to(torch.float32).contiguous().numpy()
+    if bias is not None:
+        extra["bias"] = bias.detach().to(torch.float32).contiguous().numpy()
+    return extra
+
+
+def _run_kernel(
+    x: torch.Tensor,
+    weights: PackedWeights,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+    extra: dict[str, np.ndarray],
+) -> torch.Tensor:
     _check_float_tensor(x, "input", 4)
     if x.shape[1] != weights.in_channels:
         raise ValueError(
@@ -247,16 +270,43 @@ def _forward(
         )
     channels_last_out = _suggests_channels_last(x)
     arr, channels_last = _as_kernel_input(x)
-    extra = {}
-    if scale is not None:
-        extra["scale"] = scale.detach().to(torch.float32).contiguous().numpy()
-    if bias is not None:
-        extra["bias"] = bias.detach().to(torch.float32).contiguous().numpy()
     out = _core.conv2d(arr, channels_last, weights, stride, padding, dilation, pad_value,
                        channels_last_out=channels_last_out, **extra)
     if channels_last_out:  # [N, OH, OW, O] -> logical NCHW with torch.channels_last strides
         return torch.from_numpy(out).permute(0, 3, 1, 2)
     return torch.from_numpy(out)
+
+
+class InferenceConv:
+    """A binary convolution with fixed packed weights, geometry and epilogue, for inference.
+
+    Checks its arguments once; each call then only checks the input and runs the kernel, with no
+    autograd bookkeeping. ``conv(x)`` equals ``binary_conv2d(x, weights, ..., scale=, bias=)``.
+    """
+
+    def __init__(
+        self,
+        weights: PackedWeights,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        pad_value: int = 0,
+        *,
+        scale: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        if not isinstance(weights, _core.PackedWeights):
+            raise TypeError(f"weights must be PackedWeights, got {type(weights).__name__}")
+        for name, vec in (("scale", scale), ("bias", bias)):
+            if vec is not None and (not isinstance(vec, torch.Tensor) or vec.shape != (weights.out_channels,)):
+                raise ValueError(f"{name} must be a 1-D tensor of {weights.out_channels} values (one per output channel)")
+        self.weights = weights
+        self.geometry = (_pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1),
+                         _pad_value(pad_value))
+        self._extra = _epilogue(scale, bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _run_kernel(x, self.weights, *self.geometry, self._extra)
 
 
 def _backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -22,6 +22,7 @@ from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from service.tuning import keep_freed_memory
 from service.api.routes import conv, health, metrics, models, predict, v2
 
 logger = logging.getLogger("bnn.api")
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             kernel.set_num_threads(settings.kernel_threads)
             torch.set_num_threads(settings.kernel_threads)
         configure_pillow(settings.max_image_pixels)
+        keep_freed_memory()  # batch-sized activations are reused, not page-faulted in again per call
         loaded = store if store is not None else await asyncio.to_thread(load_store, settings)
         state.models, state.errors = dict(loaded.models), dict(loaded.errors)
         for name, reason in state.errors.items():

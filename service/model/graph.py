@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from service.kernel import PackedWeights, binary_conv2d, sign, unpack_weights
+from service.kernel import InferenceConv, PackedWeights, sign, unpack_weights
 
 from .manifest import GRAPH_INPUT, Node
 
@@ -134,7 +134,13 @@ def _conv2d(c: _Ctx):
     w = c.param("weight", torch.float32, (cout, cin // groups, *k))
     b = c.param("bias", torch.float32, (cout,), optional=True)
     c.finish(1, {"weight", "bias"})
-    return (lambda x: F.conv2d(x, w, b, stride, padding, dilation, groups)), None
+    return (lambda x: _channels_last(F.conv2d(x, w, b, stride, padding, dilation, groups))), None
+
+
+def _channels_last(y: torch.Tensor) -> torch.Tensor:
+    """The executor runs channels-last; torch's conv keeps the input's format except where it is
+    ambiguous (C = 1), so make sure."""
+    return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y
 
 
 def _binary(c: _Ctx, cin: int, cout: int, k: tuple[int, int]) -> tuple[PackedWeights, torch.Tensor | None, torch.Tensor | None]:
@@ -159,11 +165,7 @@ def _binary_conv2d(c: _Ctx):
     packed, scale, bias = _binary(c, cin, cout, k)
     c.finish(1, {"weight", "scale", "bias"})
     layer = BinaryLayer(c.node.name, c.node.op, packed, stride, padding, dilation, pad_value, scale, bias)
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return binary_conv2d(x, packed, stride, padding, dilation, pad_value, scale=scale, bias=bias)
-
-    return fn, layer
+    return InferenceConv(packed, stride, padding, dilation, pad_value, scale=scale, bias=bias), layer
 
 
 def _binary_linear(c: _Ctx):
@@ -171,10 +173,10 @@ def _binary_linear(c: _Ctx):
     packed, scale, bias = _binary(c, cin, cout, (1, 1))
     c.finish(1, {"weight", "scale", "bias"})
     layer = BinaryLayer(c.node.name, c.node.op, packed, (1, 1), (0, 0), (1, 1), 0, scale, bias)
+    conv = InferenceConv(packed, scale=scale, bias=bias)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        out = binary_conv2d(x.reshape(x.shape[0], cin, 1, 1), packed, scale=scale, bias=bias)
-        return out.reshape(x.shape[0], cout)
+        return conv(x.reshape(x.shape[0], cin, 1, 1)).reshape(x.shape[0], cout)
 
     return fn, layer
 
@@ -317,7 +319,9 @@ class Executor:
         # Run the whole graph NHWC: torch's float ops keep channels_last, and the binary kernel
         # then packs channels-last input and writes channels-last output with no transposes.
         if x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+            # Explicit NHWC strides: for C = 1, .contiguous(memory_format=channels_last) keeps the
+            # NCHW strides (both layouts match), and torch's conv would then answer NCHW.
+            x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
         values = {GRAPH_INPUT: x}
         for step in self.steps:
             try:
