@@ -48,8 +48,13 @@ class ServiceState:
         raise ModelNotFound(f"model {name!r} not found; available: {sorted(self.models)}")
 
 
-def get_state(request: Request) -> ServiceState:
+def service_state(request: Request) -> ServiceState:
     return request.app.state.service
+
+
+async def get_state(request: Request) -> ServiceState:
+    """The dependency (async: FastAPI would run a plain function in a worker thread, per request)."""
+    return service_state(request)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
@@ -58,12 +63,12 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="The service's API key as a Bearer token.")
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
-    expected = get_state(request).settings.api_key
+    expected = service_state(request).settings.api_key
     if expected is None:
         return
     given = api_key if api_key is not None else (bearer.credentials if bearer is not None else None)

@@ -24,6 +24,11 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
     Raises InvalidInput (400) for empty, undecodable or truncated data and PayloadTooLarge (413)
     when width x height exceeds ``max_pixels`` (checked from the header, before decoding).
     """
+    return load_image(open_image(data, filename, max_pixels), filename, max_pixels)
+
+
+def open_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
+    """Read and check only the header (format, size against ``max_pixels``): cheap, decodes no pixel."""
     if not data:
         raise InvalidInput(f"{filename}: empty file")
     try:
@@ -39,6 +44,11 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
         raise InvalidInput(f"{filename}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise PayloadTooLarge(f"{filename}: image is {width}x{height}, over the limit of {max_pixels} pixels")
+    return image
+
+
+def load_image(image: Image.Image, filename: str, max_pixels: int) -> Image.Image:
+    """Decode an image from :func:`open_image` (its first frame if animated) into a direct mode."""
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)
