@@ -1,7 +1,7 @@
 """Load test of POST /predict over loopback: throughput and p50/p99 latency, batching on vs off,
 binary model vs the same architecture in float (both served by this service, the same way).
 
-    .venv/bin/python bench/load_predict.py [--seconds 4] [--max-requests 3000] [--concurrency 1 8 32] [--client wrk]
+    .venv/bin/python bench/load_predict.py [--seconds 4] [--concurrency 1 8 32] [--images 1] [--batching on off] [--client wrk]
 
 Bounded: each (variant, batching, concurrency) cell runs for --seconds (and, with the httpx client,
 at most --max-requests), after a short warm-up. The load comes from `wrk` (Debian's package: a C
@@ -112,7 +112,7 @@ def sample_png() -> bytes:
     return buf.getvalue()
 
 
-async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_requests: int) -> dict:
+async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_requests: int, images: int = 1) -> dict:
     png = sample_png()
     latencies: list[float] = []
     errors = 0
@@ -121,7 +121,7 @@ async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_r
         async def one() -> None:
             nonlocal errors
             start = time.perf_counter()
-            r = await client.post("/predict", params={"model": model, "top_k": 1}, files={"file": ("x.png", png)})
+            r = await client.post("/predict", params={"model": model, "top_k": 1}, files=[("file", (f"x{i}.png", png)) for i in range(images)])
             if r.status_code == 200:
                 latencies.append(time.perf_counter() - start)
             else:
@@ -163,12 +163,13 @@ end
 """
 
 
-def run_cell_wrk(url: str, model: str, concurrency: int, seconds: float) -> dict:
+def run_cell_wrk(url: str, model: str, concurrency: int, seconds: float, images: int = 1) -> dict:
     """The same cell driven by wrk (one client thread, ``concurrency`` connections)."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body"
-        body.write_bytes(b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-                         b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n--bnnbenchboundary--\r\n")
+        part = (b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n")
+        body.write_bytes(part * images + b"--bnnbenchboundary--\r\n")
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         target = f"{url}/predict?model={model}&top_k=1"
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="kernel / torch threads in the server")
     parser.add_argument("--variants", nargs="+", default=["binary", "float"])
+    parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--images", type=int, default=1, help="images per request (repeated `file` fields)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
                         help="load generator (default: wrk when installed)")
@@ -203,14 +206,17 @@ def main() -> None:
         for variant in args.variants:
             store, model = stores[variant]
             for batching, max_batch in (("on", 32), ("off", 1)):
+                if batching not in args.batching:
+                    continue
                 proc, url = start_server(store, max_batch, args.threads)
                 try:
                     for c in args.concurrency:
                         if args.client == "wrk":
-                            cell = run_cell_wrk(url, model, c, args.seconds)
+                            cell = run_cell_wrk(url, model, c, args.seconds, args.images)
                         else:
-                            cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests))
-                        cell.update(variant=variant, batching=batching, concurrency=c)
+                            cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests, args.images))
+                        cell.update(variant=variant, batching=batching, concurrency=c, images_per_request=args.images,
+                                    images_per_s=round(cell["rps"] * args.images, 1))
                         results.append(cell)
                         print(json.dumps(cell), flush=True)
                 finally:
@@ -221,10 +227,11 @@ def main() -> None:
         return next((r["rps"] for r in results if (r["variant"], r["batching"], r["concurrency"]) == (variant, batching, c)), None)
 
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, client {args.client}")
-    print("| model | batching | concurrency | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | batching | concurrency | images/request | req/s | images/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['variant']} | {r['batching']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+        print(f"| {r['variant']} | {r['batching']} | {r['concurrency']} | {r['images_per_request']} | {r['rps']} | "
+              f"{r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
     top = max(args.concurrency)
     for variant in args.variants:
         on, off = rps(variant, "on", top), rps(variant, "off", top)

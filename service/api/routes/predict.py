@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 import torch
 from fastapi import APIRouter, File, Query, UploadFile
 from PIL import Image
@@ -10,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import ApiKeyDep, ModelQuery, StateDep
 from service.api.errors import InvalidInput, PayloadTooLarge
 from service.api.images import load_image, open_image
-from service.api.schemas import ErrorBody, ImageResult, Prediction, PredictResponse
+from service.api.schemas import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 
@@ -34,14 +35,17 @@ def _preprocess(model, images: list[tuple[str, Image.Image]], max_pixels: int) -
     return torch.stack(tensors)
 
 
-def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[Prediction]]:
-    probabilities = torch.softmax(logits.to(torch.float64), dim=1)
+def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[dict]]:
+    """Per row, the top_k classes by softmax probability, highest first (ties: lower index first),
+    as plain dicts that PredictResponse validates in one pass."""
+    probabilities = torch.softmax(logits.to(torch.float64), dim=1).numpy()
     k = min(top_k, probabilities.shape[1])
-    values, indices = torch.topk(probabilities, k, dim=1)  # sorted, highest first
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(probabilities, order, axis=1)
+    names = [labels[i] if i < len(labels) else str(i) for i in range(probabilities.shape[1])]
     return [
-        [Prediction(index=int(i), label=labels[int(i)] if int(i) < len(labels) else str(int(i)), probability=float(p))
-         for p, i in zip(row_values.tolist(), row_indices.tolist())]
-        for row_values, row_indices in zip(values, indices)
+        [{"index": i, "label": names[i], "probability": p} for i, p in zip(row_order, row_values)]
+        for row_order, row_values in zip(order.tolist(), values.tolist())
     ]
 
 
@@ -78,8 +82,8 @@ async def predict(
         batch = await run_in_threadpool(_preprocess, loaded, images, settings.max_image_pixels)
     logits = await batcher.predict(batch, settings.request_timeout_s)
     ranked = top_predictions(logits, list(loaded.labels), top_k)
-    return PredictResponse(
-        model=loaded.name,
-        version=str(loaded.version),
-        results=[ImageResult(filename=name, predictions=preds) for (name, _), preds in zip(uploads, ranked)],
-    )
+    return PredictResponse.model_validate({
+        "model": loaded.name,
+        "version": str(loaded.version),
+        "results": [{"filename": name, "predictions": preds} for (name, _), preds in zip(uploads, ranked)],
+    })
