@@ -71,6 +71,10 @@ class PackedWeights {
 
   int64_t O = 0, C = 0, KH = 0, KW = 0, words = 0;
   WordBuffer blocked;
+  // The same words in pair form, for paths without a ternary logic op: the reduction words pair
+  // up as (i, i + 1) from i = K % 2 (K = KH * KW * words; an odd K leaves word 0 alone), and
+  // word i + 1 holds w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor.
+  WordBuffer pair_blocked;
   std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
   std::vector<int32_t> tap_sums_blocked;  // the same as [ceil(O/16)][KH*KW][16], zero past O
 

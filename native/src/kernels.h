@@ -18,6 +18,7 @@ struct ConvJob {
   float* out;
   bool channels_last_out = false;  // out is NHWC [N][OH][OW][O] instead of NCHW
   int64_t OH, OW;
+  const uint64_t* weights;      // w->blocked, or w->pair_blocked for a path with pair_weights
   const int64_t* word_offsets;  // [KH*KW*words] offset of each reduction word inside the padded input
   int64_t k_total;              // C * KH * KW
   // Padding correction (pad_value != 1), by class: each output row has a row class (which
@@ -48,6 +49,8 @@ struct KernelTable {
   // Optional (null: sign_mask64 per word). Packs one NHWC image row: x points at pixel 0,
   // channel 0, pixels C floats apart; writes words [W][words] at dst.
   void (*pack_nhwc_row)(const float* x, int64_t W, int64_t C, int64_t words, uint64_t* dst) = nullptr;
+  // The micro-kernel reads PackedWeights::pair_blocked instead of blocked.
+  bool pair_weights = false;
 };
 
 const KernelTable& portable_kernels();

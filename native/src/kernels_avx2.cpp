@@ -7,7 +7,7 @@
 namespace bnn {
 namespace avx2_impl {
 
-constexpr int kMaxPx = 4;
+constexpr int kMaxPx = 7;  // pixels per micro_tile call; 7 divides the row lengths 56, 28, 14 and 7
 
 inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
   const __m256i lo = _mm256_and_si256(v, low);
@@ -15,83 +15,97 @@ inline __m256i popcount_bytes(__m256i v, __m256i lut, __m256i low) {
   return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
 }
 
-// Harley-Seal, one level (see kernels_avx512.cpp), without vpternlogq:
-//   d = (a1 ^ a2) ^ (w1 ^ w2) = x1 ^ x2;  ones' = ones ^ d;  carry = x1 ^ ((ones ^ x1) & d)
-// carries are counted per byte (vpshufb nibble lookup) and summed in byte lanes; vpsadbw
-// folds the bytes into 64-bit lanes only every 31 pairs (a byte then holds at most 248).
-template <int PX>
-void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
-                int32_t k_total, int32_t* val) {
+// One output pixel x 16 channels (four ymm of 4 u64 lanes), all state in registers.
+// Harley-Seal, one level (see kernels_avx512.cpp), without vpternlogq; the weights come in pair
+// form (PackedWeights::pair_blocked: w1 and w12 = w1 ^ w2), so per word pair and channel vector
+//   x1 = a1 ^ w1,  d = x1 ^ x2 = (a1 ^ a2) ^ w12,  carry = x1 ^ ((ones ^ x1) & d),  ones ^= d
+// with a1 ^ a2 shared by the four vectors and w1, w12 as memory operands (plain loads, no
+// broadcast). Carries are counted per byte (vpshufb nibble lookup) and summed in byte lanes; a
+// chunk of at most 15 pairs keeps every byte <= 120, so at the end 2 * count + popcount(ones)
+// still fits a byte and one vpsadbw folds it; longer reductions flush the bytes to 64-bit sums
+// on the stack between chunks.
+__attribute__((always_inline)) inline void pixel_kernel(const uint64_t* in, const int64_t* offs, int64_t K,
+                                                        const uint64_t* wblk, int32_t k_total, int32_t* val) {
+  constexpr int V = 4;
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
-  alignas(32) uint64_t twos[PX][16];  // flushed carry counts, weight 2 (written on the first flush)
-  for (int h = 0; h < 16; h += 8) {        // two halves of 8 channels: fewer live registers
-    __m256i o[PX][2], c8[PX][2];
-    int64_t i = 0;
-    if (K & 1) {
-      const uint64_t* s1 = in + offs[0];
-      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wblk + h));
-      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wblk + h + 4));
-      for (int p = 0; p < PX; ++p) {
-        const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
-        o[p][0] = _mm256_xor_si256(a1, w0);
-        o[p][1] = _mm256_xor_si256(a1, w1);
-        c8[p][0] = c8[p][1] = zero;
-      }
-      i = 1;
-    } else {
-      for (int p = 0; p < PX; ++p) o[p][0] = o[p][1] = c8[p][0] = c8[p][1] = zero;
+  __m256i o[V], c[V];
+  auto ld = [](const uint64_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); };
+  auto bc = [](const uint64_t* p) { return _mm256_set1_epi64x(static_cast<long long>(*p)); };
+  // One carry-save step over the pair (i, i + 1); `first`: set the counts instead of adding.
+  auto step = [&](int64_t i, bool first) __attribute__((always_inline)) {
+    const uint64_t* wt = wblk + i * 16;
+    const __m256i a1 = bc(in + offs[i]);
+    const __m256i a12 = _mm256_xor_si256(a1, bc(in + offs[i + 1]));
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256i x1 = _mm256_xor_si256(a1, ld(wt + v * 4));
+      const __m256i d = _mm256_xor_si256(a12, ld(wt + 16 + v * 4));
+      const __m256i carry = _mm256_xor_si256(x1, _mm256_and_si256(_mm256_xor_si256(o[v], x1), d));
+      o[v] = _mm256_xor_si256(o[v], d);
+      const __m256i pc = popcount_bytes(carry, lut, low);
+      c[v] = first ? pc : _mm256_add_epi8(c[v], pc);
     }
-    int pairs = 0;
-    bool flushed = false;
-    for (; i < K; i += 2) {
-      const uint64_t* wt = wblk + i * 16 + h;
-      const uint64_t* s1 = in + offs[i];
-      const uint64_t* s2 = in + offs[i + 1];
-      for (int p = 0; p < PX; ++p) {
-        const __m256i a1 = _mm256_set1_epi64x(static_cast<long long>(s1[p * pix_stride]));
-        const __m256i a12 = _mm256_xor_si256(a1, _mm256_set1_epi64x(static_cast<long long>(s2[p * pix_stride])));
-        for (int v = 0; v < 2; ++v) {
-          const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + v * 4));
-          const __m256i w2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt + 16 + v * 4));
-          const __m256i x1 = _mm256_xor_si256(a1, w1);
-          const __m256i d = _mm256_xor_si256(_mm256_xor_si256(a12, w1), w2);
-          const __m256i carry = _mm256_xor_si256(x1, _mm256_and_si256(_mm256_xor_si256(o[p][v], x1), d));
-          o[p][v] = _mm256_xor_si256(o[p][v], d);
-          c8[p][v] = _mm256_add_epi8(c8[p][v], popcount_bytes(carry, lut, low));
-        }
-      }
-      if (++pairs == 31) {
-        pairs = 0;
-        for (int p = 0; p < PX; ++p)
-          for (int v = 0; v < 2; ++v) {
-            __m256i* t = reinterpret_cast<__m256i*>(twos[p] + h + v * 4);
-            const __m256i sum = _mm256_sad_epu8(c8[p][v], zero);
-            _mm256_store_si256(t, flushed ? _mm256_add_epi64(_mm256_load_si256(t), sum) : sum);
-            c8[p][v] = zero;
-          }
-        flushed = true;
-      }
+  };
+  int64_t i;
+  if (K & 1) {
+    // An odd word count starts the `ones` plane with the first word; the rest pair up.
+    const __m256i a = bc(in + offs[0]);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) o[v] = _mm256_xor_si256(a, ld(wblk + v * 4)), c[v] = zero;
+    if (K > 1) step(1, true);
+    i = K == 1 ? 1 : 3;
+  } else {
+    // The first pair with ones = 0: carry = x1 & x2 = x1 & ~d, ones = d.
+    const __m256i a1 = bc(in + offs[0]);
+    const __m256i a12 = _mm256_xor_si256(a1, bc(in + offs[1]));
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256i x1 = _mm256_xor_si256(a1, ld(wblk + v * 4));
+      const __m256i d = _mm256_xor_si256(a12, ld(wblk + 16 + v * 4));
+      o[v] = d;
+      c[v] = popcount_bytes(_mm256_andnot_si256(d, x1), lut, low);
     }
-    const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256i kt = _mm256_set1_epi32(k_total);
-    for (int p = 0; p < PX; ++p) {
-      __m256i lo[2];
-      for (int v = 0; v < 2; ++v) {
-        // popcount = 2 * twos + popcount(ones)
-        __m256i t = _mm256_sad_epu8(c8[p][v], zero);
-        if (flushed) t = _mm256_add_epi64(t, _mm256_load_si256(reinterpret_cast<const __m256i*>(twos[p] + h + v * 4)));
-        const __m256i cnt = _mm256_add_epi64(_mm256_add_epi64(t, t),
-                                             _mm256_sad_epu8(popcount_bytes(o[p][v], lut, low), zero));
-        lo[v] = _mm256_permutevar8x32_epi32(cnt, idx);  // low dwords (counts < 2^31) in the low half
-      }
-      const __m256i c32 = _mm256_permute2x128_si256(lo[0], lo[1], 0x20);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(val + p * 16 + h),
-                         _mm256_sub_epi32(kt, _mm256_add_epi32(c32, c32)));
-    }
+    i = 2;
   }
+  alignas(32) uint64_t fl[V][4];  // flushed byte sums (64-bit lanes), written on the first flush
+  bool flushed = false;
+  int64_t chunk_end = std::min<int64_t>(K, i + 28);  // the first chunk has one pair already
+  for (;;) {
+    for (; i < chunk_end; i += 2) step(i, false);
+    if (i >= K) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      __m256i* t = reinterpret_cast<__m256i*>(fl[v]);
+      const __m256i sum = _mm256_sad_epu8(c[v], zero);
+      _mm256_store_si256(t, flushed ? _mm256_add_epi64(_mm256_load_si256(t), sum) : sum);
+      c[v] = zero;
+    }
+    flushed = true;
+    chunk_end = std::min<int64_t>(K, i + 30);
+  }
+  // popcount = 2 * count + popcount(ones); val = k_total - 2 * popcount
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m128i kt = _mm_set1_epi32(k_total);
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    const __m256i b = _mm256_add_epi8(_mm256_add_epi8(c[v], c[v]), popcount_bytes(o[v], lut, low));
+    __m256i s = _mm256_sad_epu8(b, zero);
+    if (flushed) {
+      const __m256i f = _mm256_load_si256(reinterpret_cast<const __m256i*>(fl[v]));
+      s = _mm256_add_epi64(s, _mm256_add_epi64(f, f));
+    }
+    const __m128i cnt = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(s, idx));
+    _mm_store_si128(reinterpret_cast<__m128i*>(val + v * 4), _mm_sub_epi32(kt, _mm_add_epi32(cnt, cnt)));
+  }
+}
+
+template <int PX>
+void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
+                int32_t k_total, int32_t* val) {
+  for (int p = 0; p < PX; ++p) pixel_kernel(in + p * pix_stride, offs, K, wblk, k_total, val + p * 16);
 }
 
 // 8x8 transpose of int32.
@@ -204,7 +218,7 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable table{Isa::avx2, &avx2_impl::sign_mask64, &avx2_impl::conv_row, &avx2_impl::peak_loop,
-                                 8 * 256, nullptr};
+                                 8 * 256, nullptr, nullptr, /*pair_weights=*/true};
   return table;
 }
 

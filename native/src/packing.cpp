@@ -129,6 +129,19 @@ PackedWeights PackedWeights::from_canonical(const uint64_t* bits, int64_t O, int
 
 void PackedWeights::finish() {
   const int64_t taps = KH * KW;
+  {
+    const int64_t K = taps * words, nblocks = (O + kOutBlock - 1) / kOutBlock;
+    pair_blocked = WordBuffer(blocked.size());
+    const uint64_t* src = blocked.data();
+    uint64_t* dst = pair_blocked.data();
+    for (int64_t b = 0; b < nblocks; ++b)
+      for (int64_t i = 0; i < K; ++i)
+        for (int64_t j = 0; j < kOutBlock; ++j) {
+          const int64_t at = (b * K + i) * kOutBlock + j;
+          const bool second = i >= K % 2 && (i - K % 2) % 2 == 1;
+          dst[at] = second ? src[at] ^ src[at - kOutBlock] : src[at];
+        }
+  }
   tap_sums.assign(static_cast<size_t>(O * taps), 0);
   for (int64_t o = 0; o < O; ++o)
     for (int64_t t = 0; t < taps; ++t) {
@@ -301,6 +314,7 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
     job.col_inner_lo = corr->col_inner_lo, job.col_inner_hi = corr->col_inner_hi;
   }
   const KernelTable& kt = active_kernels();
+  job.weights = kt.pair_weights ? w.pair_blocked.data() : w.blocked.data();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
   const int64_t rows = s.N * job.OH;
   if (channels_last_out && pool.num_threads() > 1) {
