@@ -24,6 +24,7 @@ from torch import nn
 import service.kernel as K
 from service.export import export_model
 from service.model import load_model
+from service.tuning import keep_freed_memory
 
 
 class BiRealBlock(nn.Module):
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the service does; applies to every model timed here
     torch.manual_seed(0)
     bnn = _randomise(BiRealNet18(binary=True))
     fp = _randomise(BiRealNet18(binary=False))

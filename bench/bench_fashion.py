@@ -2,7 +2,8 @@
 
 Times ``LoadedModel.predict`` of ``model_store/fashion-mnist-bnn`` against the same network as a
 PyTorch model built from ``BinaryConv2d`` (eval mode, the project's kernel) and against its float
-twin (``nn.Conv2d``, random weights: speed does not depend on them), at batch 1 and 256, on 1 and
+twin (``nn.Conv2d``, random weights: speed does not depend on them), at batch 1, 32 (the service's
+largest batch) and 256, on 1 and
 2 threads. Median of --repeats calls after 3 warm-up calls.
 
     .venv/bin/python bench/bench_fashion.py [--repeats 30] [--json out.json]
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 import service.kernel as K  # noqa: E402
 from bench.bench_birealnet import _median_ms  # noqa: E402
 from service.model import load_model  # noqa: E402
+from service.tuning import keep_freed_memory  # noqa: E402
 from training.train_fashion_mnist import FashionNet  # noqa: E402
 
 
@@ -30,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--batches", default="1,256")
+    p.add_argument("--batches", default="1,32,256")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the service does; applies to every model timed here
     torch.manual_seed(0)
     loaded = load_model(REPO / "model_store" / "fashion-mnist-bnn")
     torch_bnn = FashionNet(binary=True).eval()
