@@ -221,19 +221,6 @@ def _signed_weights(weights: PackedWeights) -> torch.Tensor:
 # ---- the convolution ---------------------------------------------------------------------
 
 
-def _forward(
-    x: torch.Tensor,
-    weights: PackedWeights,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    pad_value: int,
-    scale: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    return _run_kernel(x, weights, stride, padding, dilation, pad_value, _epilogue(scale, bias))
-
-
 def _epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str, np.ndarray]:
     """scale/bias in the form the core takes (float32 numpy vectors)."""
     extra = {}
@@ -360,7 +347,7 @@ class BinaryConv2dForward(torch.autograd.Function):
         _check_float_tensor(activations, "activations", 4)
         if packed.kernel_size != ksize:
             raise ValueError(f"kernel_size={kernel_size!r} disagrees with the weights' kernel {packed.kernel_size}")
-        out = _forward(activations, packed, *geometry)
+        out = _run_kernel(activations, packed, *geometry, {})
         oh, ow = out.shape[2], out.shape[3]
         expected = {"m": (m, packed.out_channels), "n": (n, oh * ow), "k": (k, packed.in_channels * ksize[0] * ksize[1]),
                     "output_edge": (output_edge, oh)}
@@ -383,7 +370,7 @@ class _BinaryConv2dFunction(torch.autograd.Function):
     def forward(ctx, x, weights, stride, padding, dilation, pad_value, scale, bias):
         packed = _prepare_weights(ctx, weights)
         geometry = (stride, padding, dilation, pad_value)
-        out = _forward(x, packed, stride, padding, dilation, pad_value, scale, bias)
+        out = _run_kernel(x, packed, stride, padding, dilation, pad_value, _epilogue(scale, bias))
         _save(ctx, x, weights, geometry)
         if scale is not None or bias is not None:
             ctx.mark_non_differentiable(out)
