@@ -128,9 +128,40 @@ inline void transpose8(__m256i r[8]) {
   }
 }
 
+// 8 pixels x 16 channels, no tails: branch-free (the common case).
+template <bool kScale, bool kBias>
+inline void store_full8(const int32_t* val, const float* scale, const float* bias, float* dst, int64_t plane) {
+#pragma GCC unroll 2
+  for (int h = 0; h < 16; h += 8) {
+    __m256i r[8];
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p) r[p] = _mm256_load_si256(reinterpret_cast<const __m256i*>(val + p * 16 + h));
+    transpose8(r);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      __m256 f = _mm256_cvtepi32_ps(r[j]);
+      if (kScale) f = _mm256_mul_ps(f, _mm256_set1_ps(scale[h + j]));
+      if (kBias) f = _mm256_add_ps(f, _mm256_set1_ps(bias[h + j]));
+      _mm256_storeu_ps(dst + (h + j) * plane, f);
+    }
+  }
+}
+
 inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
                         int64_t plane) {
-  for (int p0 = 0; p0 < np; p0 += 8) {
+  int p0 = 0;
+  if (nO == 16) {
+    const int full = np & ~7;
+    if (scale && bias)
+      for (; p0 < full; p0 += 8) store_full8<true, true>(val + p0 * 16, scale, bias, dst + p0, plane);
+    else if (scale)
+      for (; p0 < full; p0 += 8) store_full8<true, false>(val + p0 * 16, scale, bias, dst + p0, plane);
+    else if (bias)
+      for (; p0 < full; p0 += 8) store_full8<false, true>(val + p0 * 16, scale, bias, dst + p0, plane);
+    else
+      for (; p0 < full; p0 += 8) store_full8<false, false>(val + p0 * 16, scale, bias, dst + p0, plane);
+  }
+  for (; p0 < np; p0 += 8) {
     const int n = std::min(8, np - p0);
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (int h = 0; h < 16 && h < nO; h += 8) {
