@@ -73,7 +73,8 @@ class PackedWeights {
   WordBuffer blocked;
   // The same words in pair form, for paths without a ternary logic op: the reduction words pair
   // up as (i, i + 1) from i = K % 2 (K = KH * KW * words; an odd K leaves word 0 alone), and
-  // word i + 1 holds w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor.
+  // word i + 1 holds w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor;
+  // the 16 channels of a block are in the order 0,2,4,6, 1,3,5,7, 8,10,12,14, 9,11,13,15.
   WordBuffer pair_blocked;
   std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
   std::vector<int32_t> tap_sums_blocked;  // the same as [ceil(O/16)][KH*KW][16], zero past O

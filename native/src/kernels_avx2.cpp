@@ -86,19 +86,24 @@ __attribute__((always_inline)) inline void pixel_kernel(const uint64_t* in, cons
     flushed = true;
     chunk_end = std::min<int64_t>(K, i + 30);
   }
-  // popcount = 2 * count + popcount(ones); val = k_total - 2 * popcount
-  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  const __m128i kt = _mm_set1_epi32(k_total);
+  // popcount = 2 * count + popcount(ones); val = k_total - 2 * popcount. The counts sit in the
+  // low dwords of the 64-bit lanes; ymm 2h holds channels 8h + {0,2,4,6} and ymm 2h + 1 channels
+  // 8h + {1,3,5,7} (the pair form's order), so one blend interleaves them into 8h .. 8h + 7.
+  const __m256i kt = _mm256_set1_epi32(k_total);
+  __m256i s[V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
     const __m256i b = _mm256_add_epi8(_mm256_add_epi8(c[v], c[v]), popcount_bytes(o[v], lut, low));
-    __m256i s = _mm256_sad_epu8(b, zero);
+    s[v] = _mm256_sad_epu8(b, zero);
     if (flushed) {
       const __m256i f = _mm256_load_si256(reinterpret_cast<const __m256i*>(fl[v]));
-      s = _mm256_add_epi64(s, _mm256_add_epi64(f, f));
+      s[v] = _mm256_add_epi64(s[v], _mm256_add_epi64(f, f));
     }
-    const __m128i cnt = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(s, idx));
-    _mm_store_si128(reinterpret_cast<__m128i*>(val + v * 4), _mm_sub_epi32(kt, _mm_add_epi32(cnt, cnt)));
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m256i cnt = _mm256_blend_epi32(s[2 * h], _mm256_slli_epi64(s[2 * h + 1], 32), 0xAA);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(val + h * 8), _mm256_sub_epi32(kt, _mm256_add_epi32(cnt, cnt)));
   }
 }
 

@@ -138,8 +138,11 @@ void PackedWeights::finish() {
       for (int64_t i = 0; i < K; ++i)
         for (int64_t j = 0; j < kOutBlock; ++j) {
           const int64_t at = (b * K + i) * kOutBlock + j;
+          // channel order inside the block: the AVX2 kernel's ymm v holds channels
+          // {0,2,4,6}, {1,3,5,7}, {8,10,12,14}, {9,11,13,15} for v = 0..3
+          const int64_t from = (b * K + i) * kOutBlock + (j & 8) + (j & 3) * 2 + ((j >> 2) & 1);
           const bool second = i >= K % 2 && (i - K % 2) % 2 == 1;
-          dst[at] = second ? src[at] ^ src[at - kOutBlock] : src[at];
+          dst[at] = second ? src[from] ^ src[from - kOutBlock] : src[from];
         }
   }
   tap_sums.assign(static_cast<size_t>(O * taps), 0);
