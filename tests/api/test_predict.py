@@ -120,3 +120,33 @@ async def test_too_many_files_is_413(store):
     async with serve(store, max_queue_size=2) as client:
         r = await client.post("/predict", files=[("file", (f"{i}.png", png_bytes())) for i in range(3)])
     assert r.status_code == 413
+
+
+async def test_large_uploads_decode_off_the_loop_with_the_same_result(client):
+    """Uploads over INLINE_DECODE_PIXELS are decoded in a worker thread; the answer is the same."""
+    from service.api.routes.predict import INLINE_DECODE_PIXELS
+
+    big = png_bytes(size=(300, 300), color=90)
+    assert 300 * 300 > INLINE_DECODE_PIXELS
+    small = png_bytes(size=(20, 20), color=90)
+    r_big = await client.post("/predict", files=[("file", ("big.png", big))])
+    r_small = await client.post("/predict", files=[("file", ("small.png", small))])
+    assert r_big.status_code == r_small.status_code == 200
+    assert r_big.json()["results"][0]["predictions"] == r_small.json()["results"][0]["predictions"]
+    # A big file whose header is fine but whose pixel data is cut off fails in the thread: 400.
+    r = await client.post("/predict", files=[("file", ("cut.png", big[: len(big) // 2]))])
+    assert r.status_code == 400 and "cut.png" in r.json()["error"]
+
+
+def test_top_predictions_orders_ties_by_index_and_clamps_k():
+    import torch
+
+    from service.api.routes.predict import top_predictions
+
+    logits = torch.tensor([[0.0, 2.0, 2.0, -1.0], [5.0, 0.0, 0.0, 0.0]])
+    ranked = top_predictions(logits, ["a", "b", "c"], 10)  # 3 labels for 4 classes: the 4th is named "3"
+    assert [p["index"] for p in ranked[0]] == [1, 2, 0, 3]
+    assert [p["label"] for p in ranked[0]] == ["b", "c", "a", "3"]
+    assert [p["index"] for p in ranked[1]] == [0, 1, 2, 3]
+    assert sum(p["probability"] for p in ranked[1]) == pytest.approx(1.0)
+    assert all(isinstance(p["index"], int) and isinstance(p["probability"], float) for p in ranked[0])
