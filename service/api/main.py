@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import torch
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 import service
 from service import kernel
@@ -22,6 +23,7 @@ from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
+from service.api.schemas import V2InferRequest
 from service.tuning import keep_freed_memory
 from service.api.routes import conv, health, metrics, models, predict, v2
 
@@ -61,6 +63,25 @@ def configure_logging(level: str) -> None:
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(level.upper())
+
+
+def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Put the models of request bodies that a route parses itself (declared with ``openapi_extra``,
+    like /v2 infer's JSON-plus-binary body) into the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, store: StoreLike | None = None) -> FastAPI:
@@ -110,6 +131,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         lifespan=lifespan,
     )
     app.state.service = state
+    _document_request_models(app, V2InferRequest)
     install_error_handlers(app)
     for router in (predict.router, conv.router, models.router, v2.health_router, v2.router,
                    health.router, metrics.router):

@@ -172,8 +172,10 @@ class V2InputTensor(BaseModel):
     name: str = Field(examples=["input"])
     shape: list[int] = Field(examples=[[1, 1, 28, 28]])
     datatype: str = Field(examples=["FP32"])
-    parameters: dict[str, Any] | None = None
-    data: list[Any] = Field(description="Row-major values, flat or nested.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size` (binary tensor extension): the values follow the JSON in the body."
+    )
+    data: list[Any] | None = Field(None, description="Row-major values, flat or nested (absent for binary data).")
 
 
 class V2RequestedOutput(BaseModel):
@@ -203,7 +205,7 @@ class V2OutputTensor(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the values are sent as binary data after the JSON
 
 
 class V2InferResponse(BaseModel):

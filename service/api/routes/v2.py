@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import torch
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 import service
@@ -31,6 +33,8 @@ router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[ApiKeyDep])
 
 INPUT_NAME = "input"
 OUTPUTS = ("logits", "probabilities")
+# Binary tensor data extension (KServe / Triton): the body is this many bytes of JSON, then raw tensors.
+BINARY_HEADER = "Inference-Header-Content-Length"
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503, 504)}
 
 
@@ -46,7 +50,7 @@ async def ready(state: StateDep) -> JSONResponse:
 
 @router.get("", response_model=V2ServerMetadata)
 async def server_metadata() -> V2ServerMetadata:
-    return V2ServerMetadata(name="bnn-serve", version=service.__version__, extensions=["classification"])
+    return V2ServerMetadata(name="bnn-serve", version=service.__version__, extensions=["classification", "binary_tensor_data"])
 
 
 def _known(state, name: str) -> None:
@@ -74,7 +78,27 @@ async def model_ready(state: StateDep, name: str) -> JSONResponse:
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-def _input_tensor(req: V2InferRequest, model, max_images: int) -> torch.Tensor:
+async def _read_request(request: Request) -> tuple[V2InferRequest, bytes]:
+    """The JSON inference request and the binary tensor data that follows it (empty without the extension)."""
+    body = await request.body()
+    declared = request.headers.get(BINARY_HEADER)
+    if declared is None:
+        header, binary = body, b""
+    else:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise InvalidInput(f"{BINARY_HEADER} must be an integer, got {declared!r}") from None
+        if not 0 < n <= len(body):
+            raise InvalidInput(f"{BINARY_HEADER} is {n}, but the body has {len(body)} bytes")
+        header, binary = body[:n], body[n:]
+    try:
+        return V2InferRequest.model_validate_json(header), binary
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) -> torch.Tensor:
     if len(req.inputs) != 1:
         raise InvalidInput(f"expected exactly one input tensor ({INPUT_NAME!r}), got {len(req.inputs)}")
     t = req.inputs[0]
@@ -88,18 +112,41 @@ def _input_tensor(req: V2InferRequest, model, max_images: int) -> torch.Tensor:
     if t.shape[0] > max_images:
         raise PayloadTooLarge(f"batch of {t.shape[0]} images; the limit is {max_images}")
     count = math.prod(t.shape)
+    size = (t.parameters or {}).get("binary_data_size")
+    if size is not None:
+        array = _binary_input(t, size, count, binary)
+    elif t.data is None:
+        raise InvalidInput(f"input {t.name!r} has neither data nor the parameter binary_data_size")
+    elif binary:
+        raise InvalidInput(f"{len(binary)} bytes follow the JSON header, but no input has binary_data_size")
+    else:
+        array = _json_input(t, count)
+    if not np.isfinite(array).all():  # a model's float layers would turn them into null logits
+        raise InvalidInput(f"input {t.name!r}: data must be finite (no NaN or infinity)")
+    return torch.from_numpy(array.reshape(t.shape))
+
+
+def _json_input(t, count: int) -> np.ndarray:
     try:
         array = np.asarray(t.data)
     except (ValueError, TypeError):
         array = None
     if array is None or array.dtype.kind not in "biuf":  # null, strings or objects would pass a float32 cast
         raise InvalidInput(f"input {t.name!r}: data must be numbers, flat or nested evenly")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():  # a model's float layers would turn them into null logits
-        raise InvalidInput(f"input {t.name!r}: data must be finite (no NaN or infinity)")
     if array.size != count:
         raise InvalidInput(f"input {t.name!r}: data has {array.size} values but shape {t.shape} needs {count}")
-    return torch.from_numpy(array.reshape(t.shape))
+    return array.astype(np.float32)
+
+
+def _binary_input(t, size, count: int, binary: bytes) -> np.ndarray:
+    if t.data is not None:
+        raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size != 4 * count:
+        raise InvalidInput(f"input {t.name!r}: binary_data_size must be {4 * count} ({count} FP32 values "
+                           f"for shape {t.shape}), got {size!r}")
+    if len(binary) != size:
+        raise InvalidInput(f"input {t.name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header")
+    return np.frombuffer(binary, dtype="<f4").astype(np.float32)  # a writable copy in native order
 
 
 def _classification(logits: torch.Tensor, labels: list[str], k: int) -> list[str]:
@@ -112,42 +159,80 @@ def _classification(logits: torch.Tensor, labels: list[str], k: int) -> list[str
     ]
 
 
-def _requested_outputs(req: V2InferRequest) -> list[tuple[str, int | None]]:
-    """(output name, classification k or None) for each requested output, checked before inference."""
+def _requested_outputs(req: V2InferRequest) -> list[tuple[str, int | None, bool]]:
+    """(output name, classification k or None, as binary data) per requested output, checked before inference."""
+    binary_default = _flag((req.parameters or {}).get("binary_data_output"), "request parameter binary_data_output")
     if not req.outputs:
-        return [("logits", None)]
+        return [("logits", None, binary_default)]
     requested = []
     for out in req.outputs:
         if out.name not in OUTPUTS:
             raise InvalidInput(f"unknown output {out.name!r}; this model has {list(OUTPUTS)}")
-        k = (out.parameters or {}).get("classification")
+        params = out.parameters or {}
+        k = params.get("classification")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InvalidInput(f"output {out.name!r}: parameter classification must be an integer >= 1, got {k!r}")
-        requested.append((out.name, k))
+        binary = _flag(params.get("binary_data"), f"output {out.name!r}: parameter binary_data")
+        requested.append((out.name, k, binary_default if params.get("binary_data") is None else binary))
     return requested
 
 
-def _outputs(requested: list[tuple[str, int | None]], logits: torch.Tensor, labels: list[str]) -> list[V2OutputTensor]:
-    outputs = []
-    for name, k in requested:
+def _flag(value, what: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _outputs(requested, logits: torch.Tensor, labels: list[str]) -> tuple[list[V2OutputTensor], bytes]:
+    """The response's output tensors, and the binary data of those asked for as binary, in order."""
+    outputs, blobs = [], []
+    for name, k, binary in requested:
         values = logits if name == "logits" else torch.softmax(logits, dim=1)
         if k is not None:
             k = min(k, values.shape[1])
-            outputs.append(V2OutputTensor(name=name, shape=[values.shape[0], k], datatype="BYTES",
-                                          data=_classification(values, labels, k)))
+            shape, datatype, data = [values.shape[0], k], "BYTES", _classification(values, labels, k)
+            raw = b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in data)) if binary else b""
         else:
-            outputs.append(V2OutputTensor(name=name, shape=list(values.shape), datatype="FP32",
-                                          data=values.flatten().tolist()))
-    return outputs
+            shape, datatype = list(values.shape), "FP32"
+            data = None if binary else values.flatten().tolist()
+            raw = values.numpy().astype("<f4").tobytes() if binary else b""
+        if binary:
+            outputs.append(V2OutputTensor(name=name, shape=shape, datatype=datatype,
+                                          parameters={"binary_data_size": len(raw)}))
+            blobs.append(raw)
+        else:
+            outputs.append(V2OutputTensor(name=name, shape=shape, datatype=datatype, data=data))
+    return outputs, b"".join(blobs)
+
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}}},
+        "description": "The JSON inference request. With the binary tensor data extension, the body is that JSON "
+        f"followed by the raw little-endian tensor bytes, the header `{BINARY_HEADER}` gives the JSON's length "
+        "and the input has `\"parameters\": {\"binary_data_size\": BYTES}` instead of `data`.",
+    }
+}
 
 
 @router.post("/models/{name}/infer", response_model=V2InferResponse, response_model_exclude_none=True,
-             responses=_ERRORS)
-async def infer(state: StateDep, name: str, req: V2InferRequest) -> V2InferResponse:
+             responses=_ERRORS, openapi_extra=_INFER_BODY,
+             description="Open Inference Protocol inference, with the classification and binary tensor data "
+             "extensions: ask for binary outputs with `\"binary_data\": true` on an output or "
+             "`\"binary_data_output\": true` in the request's parameters.")
+async def infer(state: StateDep, name: str, request: Request) -> V2InferResponse | Response:
     model, batcher = state.resolve(name)
     settings = state.settings
+    req, binary = await _read_request(request)
     requested = _requested_outputs(req)
-    batch = await run_in_threadpool(_input_tensor, req, model, settings.max_queue_size)
+    batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
     logits = await batcher.predict(batch, settings.request_timeout_s)
-    return V2InferResponse(model_name=model.name, model_version=str(model.version), id=req.id,
-                           outputs=_outputs(requested, logits, list(model.labels)))
+    outputs, blob = _outputs(requested, logits, list(model.labels))
+    response = V2InferResponse(model_name=model.name, model_version=str(model.version), id=req.id, outputs=outputs)
+    if not any(binary for _, _, binary in requested):
+        return response
+    header = response.model_dump_json(exclude_none=True).encode()
+    return Response(header + blob, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
