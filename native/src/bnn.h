@@ -71,7 +71,7 @@ class PackedWeights {
 
   int64_t O = 0, C = 0, KH = 0, KW = 0, words = 0;
   WordBuffer blocked;
-  // The same words in pair form, for paths without a ternary logic op: the reduction words pair
+  // The same words in pair form (the AVX2 and AVX-512 kernels read these): the reduction words pair
   // up as (i, i + 1) from i = K % 2 (K = KH * KW * words; an odd K leaves word 0 alone), and
   // word i + 1 holds w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor;
   // the 16 channels of a block are in the order 0,2,4,6, 1,3,5,7, 8,10,12,14, 9,11,13,15.

@@ -7,7 +7,10 @@
 //   ones' = ones ^ x1 ^ x2 = ones ^ (a1 ^ a2) ^ (w1 ^ w2)          (one vpternlogq)
 //   carry = maj(ones, x1, x2) = (ones ^ ones') ? ones : x1           (one vpternlogq)
 //   twos += popcount(carry)
-// and at the end popcount = 2 * twos + popcount(ones).
+// and at the end popcount = 2 * twos + popcount(ones). The weights come in pair form
+// (PackedWeights::pair_blocked: w1 and w12 = w1 ^ w2 precomputed, channels in the AVX2 order
+// 0,2,4,6,1,3,5,7,.. which the final permute undoes), and 64-bit xors let the compiler fold a2's
+// broadcast into the a1 ^ a2 xor.
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -30,24 +33,24 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
     const uint64_t* s2 = in + offs[i + 1];
     const __m512i w10 = _mm512_load_si512(wt);
     const __m512i w11 = _mm512_load_si512(wt + 8);
-    const __m512i d0 = _mm512_xor_si512(w10, _mm512_load_si512(wt + 16));
-    const __m512i d1 = _mm512_xor_si512(w11, _mm512_load_si512(wt + 24));
+    const __m512i d0 = _mm512_load_si512(wt + 16);  // pair form: w1 ^ w2
+    const __m512i d1 = _mm512_load_si512(wt + 24);
 #pragma GCC unroll 16
     for (int p = 0; p < PX; ++p) {
       const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      const __m512i a12 = _mm512_xor_si512(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
+      const __m512i a12 = _mm512_xor_epi64(a1, _mm512_set1_epi64(static_cast<long long>(s2[p * pix_stride])));
       __m512i c0, c1;
       if (ones_zero) {
-        c0 = _mm512_ternarylogic_epi64(_mm512_xor_si512(a1, w10), a12, d0, 0x90);  // x1 & ~(a12 ^ d)
-        c1 = _mm512_ternarylogic_epi64(_mm512_xor_si512(a1, w11), a12, d1, 0x90);
-        o0[p] = _mm512_xor_si512(a12, d0);
-        o1[p] = _mm512_xor_si512(a12, d1);
+        c0 = _mm512_ternarylogic_epi64(_mm512_xor_epi64(a1, w10), a12, d0, 0x90);  // x1 & ~(a12 ^ d)
+        c1 = _mm512_ternarylogic_epi64(_mm512_xor_epi64(a1, w11), a12, d1, 0x90);
+        o0[p] = _mm512_xor_epi64(a12, d0);
+        o1[p] = _mm512_xor_epi64(a12, d1);
       } else {
         const __m512i n0 = _mm512_ternarylogic_epi64(o0[p], a12, d0, 0x96);
-        c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_si512(a1, w10), 0xB2);
+        c0 = _mm512_ternarylogic_epi64(o0[p], n0, _mm512_xor_epi64(a1, w10), 0xB2);
         o0[p] = n0;
         const __m512i n1 = _mm512_ternarylogic_epi64(o1[p], a12, d1, 0x96);
-        c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_si512(a1, w11), 0xB2);
+        c1 = _mm512_ternarylogic_epi64(o1[p], n1, _mm512_xor_epi64(a1, w11), 0xB2);
         o1[p] = n1;
       }
       if (first) {
@@ -67,8 +70,8 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
 #pragma GCC unroll 16
     for (int p = 0; p < PX; ++p) {
       const __m512i a1 = _mm512_set1_epi64(static_cast<long long>(s1[p * pix_stride]));
-      o0[p] = _mm512_xor_si512(a1, w10);
-      o1[p] = _mm512_xor_si512(a1, w11);
+      o0[p] = _mm512_xor_epi64(a1, w10);
+      o1[p] = _mm512_xor_epi64(a1, w11);
     }
     if (K == 1) {
 #pragma GCC unroll 16
@@ -85,7 +88,8 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
   for (; i < K; i += 2) step(i, false, false);
   // val = k_total - 2 * (2 * twos + popcount(ones))
   const __m512i kt = _mm512_set1_epi32(k_total);
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  // low dword of the lane (slot) that holds channel j in the pair form's order
+  const __m512i even = _mm512_setr_epi32(0, 8, 2, 10, 4, 12, 6, 14, 16, 24, 18, 26, 20, 28, 22, 30);
 #pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) {
     const __m512i s0 = _mm512_add_epi64(_mm512_slli_epi64(t0[p], 1), _mm512_popcnt_epi64(o0[p]));
@@ -253,7 +257,7 @@ uint64_t peak_loop(int64_t iters) {
 const KernelTable& avx512_kernels() {
   static const KernelTable table{Isa::avx512, &avx512_impl::sign_mask64, &avx512_impl::conv_row,
                                  &avx512_impl::peak_loop, 12 * 512, &avx512_impl::pack_nchw_row,
-                                 &avx512_impl::pack_nhwc_row};
+                                 &avx512_impl::pack_nhwc_row, /*pair_weights=*/true};
   return table;
 }
 
