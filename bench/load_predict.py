@@ -1,7 +1,8 @@
 """Load test of POST /predict over loopback: throughput and p50/p99 latency, batching on vs off,
 binary model vs the same architecture in float (both served by this service, the same way).
 
-    .venv/bin/python bench/load_predict.py [--seconds 4] [--concurrency 1 8 32] [--images 1] [--batching on off] [--client wrk]
+    .venv/bin/python bench/load_predict.py [--seconds 4] [--concurrency 1 8 32] [--images 1] [--batching on off]
+        [--variants binary float bireal bireal-float] [--client wrk]
 
 Bounded: each (variant, batching, concurrency) cell runs for --seconds (and, with the httpx client,
 at most --max-requests), after a short warm-up. The load comes from `wrk` (Debian's package: a C
@@ -9,7 +10,9 @@ client that costs the 2-core machine little) when it is installed, else from an 
 this process, which competes with the server for the same cores. The server is `python -m service` on a free 127.0.0.1 port.
 The binary model is model_store/fashion-mnist-bnn when shipped, else FashionNet(binary=True) exported
 with random weights (speed does not depend on the weights); the float one is FashionNet(binary=False)
-exported the same way and run by the same graph executor (float conv via torch).
+exported the same way and run by the same graph executor (float conv via torch). The bireal pair is
+Bi-Real-Net-18 (224x224 RGB, random weights) binary and float, a model whose compute outweighs the
+HTTP work.
 """
 
 from __future__ import annotations
@@ -37,33 +40,42 @@ sys.path.insert(0, str(REPO))
 
 LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 INPUT = {"channels": 1, "height": 28, "width": 28, "mean": [0.286], "std": [0.353]}
+BIREAL_INPUT = {"channels": 3, "height": 224, "width": 224, "resize": "center_crop",
+                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+VARIANTS = ("binary", "float", "bireal", "bireal-float")
 
 
-def build_stores(root: Path) -> dict[str, tuple[Path, str]]:
-    """variant -> (model store folder, model name)."""
+def build_stores(root: Path, variants: list[str]) -> dict[str, tuple[Path, str, bytes]]:
+    """variant -> (model store folder, model name, the image every request uploads).
+
+    binary / float: the shipped Fashion-MNIST model and its float twin (28x28 grey PNG).
+    bireal / bireal-float: Bi-Real-Net-18 with random weights, binary and float (224x224 RGB JPEG),
+    a model whose compute outweighs the HTTP work.
+    """
     import torch
 
     from service.export import export_model
     from training.train_fashion_mnist import FashionNet
 
     stores = {}
-    shipped = REPO / "model_store" / "fashion-mnist-bnn"
-    binary_store = root / "binary"
-    binary_store.mkdir()
-    if (shipped / "model.json").is_file():
-        shutil.copytree(shipped, binary_store / "fashion-mnist-bnn")
-        stores["binary"] = (binary_store, "fashion-mnist-bnn")
-    else:
+    for variant in variants:
+        store = root / variant
+        store.mkdir()
         torch.manual_seed(0)
-        export_model(FashionNet(binary=True), binary_store / "fashion-mnist-bnn", "fashion-mnist-bnn", "bench",
-                     INPUT, LABELS)
-        stores["binary"] = (binary_store, "fashion-mnist-bnn")
-    float_store = root / "float"
-    float_store.mkdir()
-    torch.manual_seed(0)
-    export_model(FashionNet(binary=False), float_store / "fashion-mnist-float", "fashion-mnist-float", "bench",
-                 INPUT, LABELS)
-    stores["float"] = (float_store, "fashion-mnist-float")
+        if variant == "binary" and (REPO / "model_store" / "fashion-mnist-bnn" / "model.json").is_file():
+            shutil.copytree(REPO / "model_store" / "fashion-mnist-bnn", store / "fashion-mnist-bnn")
+            stores[variant] = (store, "fashion-mnist-bnn", sample_png())
+        elif variant in ("binary", "float"):
+            name = f"fashion-mnist-{'bnn' if variant == 'binary' else 'float'}"
+            export_model(FashionNet(binary=variant == "binary"), store / name, name, "bench", INPUT, LABELS)
+            stores[variant] = (store, name, sample_png())
+        else:
+            from bench.bench_birealnet import BiRealNet18, _randomise
+
+            name = variant
+            net = _randomise(BiRealNet18(binary=variant == "bireal"))
+            export_model(net, store / name, name, "bench", BIREAL_INPUT, [f"class{i}" for i in range(1000)])
+            stores[variant] = (store, name, sample_jpeg())
     return stores
 
 
@@ -102,6 +114,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def sample_jpeg() -> bytes:
+    """A 224x224 colour photo stand-in (smooth gradients, ~10 KB as JPEG)."""
+    image = Image.linear_gradient("L").resize((224, 224)).convert("RGB")
+    image = Image.merge("RGB", (image.getchannel(0), image.getchannel(0).rotate(90), image.getchannel(0).rotate(45)))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def sample_png() -> bytes:
     image = Image.new("L", (28, 28), 0)
     for x in range(6, 22):
@@ -112,8 +133,9 @@ def sample_png() -> bytes:
     return buf.getvalue()
 
 
-async def run_cell(url: str, model: str, concurrency: int, seconds: float, max_requests: int, images: int = 1) -> dict:
-    png = sample_png()
+async def run_cell(url: str, model: str, image: bytes, concurrency: int, seconds: float, max_requests: int,
+                   images: int = 1) -> dict:
+    png = image
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -163,12 +185,12 @@ end
 """
 
 
-def run_cell_wrk(url: str, model: str, concurrency: int, seconds: float, images: int = 1) -> dict:
+def run_cell_wrk(url: str, model: str, image: bytes, concurrency: int, seconds: float, images: int = 1) -> dict:
     """The same cell driven by wrk (one client thread, ``concurrency`` connections)."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body"
         part = (b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-                b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n")
+                b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n")
         body.write_bytes(part * images + b"--bnnbenchboundary--\r\n")
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
@@ -192,7 +214,8 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="kernel / torch threads in the server")
-    parser.add_argument("--variants", nargs="+", default=["binary", "float"])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["binary", "float"],
+                        help="binary/float: the shipped Fashion model and its float twin; bireal/bireal-float: Bi-Real-Net-18")
     parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--images", type=int, default=1, help="images per request (repeated `file` fields)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -202,9 +225,9 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        stores = build_stores(Path(tmp))
+        stores = build_stores(Path(tmp), args.variants)
         for variant in args.variants:
-            store, model = stores[variant]
+            store, model, image = stores[variant]
             for batching, max_batch in (("on", 32), ("off", 1)):
                 if batching not in args.batching:
                     continue
@@ -212,9 +235,9 @@ def main() -> None:
                 try:
                     for c in args.concurrency:
                         if args.client == "wrk":
-                            cell = run_cell_wrk(url, model, c, args.seconds, args.images)
+                            cell = run_cell_wrk(url, model, image, c, args.seconds, args.images)
                         else:
-                            cell = asyncio.run(run_cell(url, model, c, args.seconds, args.max_requests, args.images))
+                            cell = asyncio.run(run_cell(url, model, image, c, args.seconds, args.max_requests, args.images))
                         cell.update(variant=variant, batching=batching, concurrency=c, images_per_request=args.images,
                                     images_per_s=round(cell["rps"] * args.images, 1))
                         results.append(cell)
@@ -238,9 +261,10 @@ def main() -> None:
         if on and off:
             print(f"{variant}: batching on/off at concurrency {top}: {on / off:.2f}x")
     for c in args.concurrency:
-        b, f = rps("binary", "on", c), rps("float", "on", c)
-        if b and f:
-            print(f"binary/float (batching on) at concurrency {c}: {b / f:.2f}x")
+        for b_name, f_name in (("binary", "float"), ("bireal", "bireal-float")):
+            b, f = rps(b_name, "on", c), rps(f_name, "on", c)
+            if b and f:
+                print(f"{b_name}/{f_name} (batching on) at concurrency {c}: {b / f:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
