@@ -127,8 +127,13 @@ inline void transpose16(__m512i r[16]) {
 
 inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
                         int64_t plane) {
-  for (int p0 = 0; p0 < np; p0 += 16) {
-    const int n = std::min(16, np - p0);
+  // Start with a short group when that puts the other groups' stores on 64-byte boundaries
+  // (a misaligned 16-float store splits a cache line) without adding a group.
+  int first = 16;
+  const int mis = static_cast<int>((reinterpret_cast<uintptr_t>(dst) / sizeof(float)) % 16);
+  if (mis != 0 && plane % 16 == 0 && (np + mis + 15) / 16 == (np + 15) / 16 && np > 16 - mis) first = 16 - mis;
+  for (int p0 = 0; p0 < np; p0 += p0 == 0 ? first : 16) {
+    const int n = std::min(p0 == 0 ? first : 16, np - p0);
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
     __m512i r[16];
     for (int p = 0; p < 16; ++p) r[p] = p < n ? _mm512_load_si512(val + (p0 + p) * 16) : _mm512_setzero_si512();

@@ -40,6 +40,8 @@ CASES = [
     (3, 70, 10, 10, 20, (3, 3), (1, 1), (2, 2), (2, 2)),   # dilation, wide padding
     (1, 1, 5, 5, 1, (5, 5), (1, 1), (2, 2), (1, 1)),       # single channel, big kernel
     (1, 96, 8, 130, 16, (1, 3), (1, 3), (0, 2), (1, 1)),   # rectangular kernel, odd stride
+    (1, 64, 28, 28, 20, (3, 3), (1, 1), (1, 1), (1, 1)),   # NCHW rows at every 16-byte offset:
+    (1, 64, 12, 20, 16, (3, 3), (1, 1), (1, 1), (1, 1)),   # AVX-512 short first store group
 ]
 
 
