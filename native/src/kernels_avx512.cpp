@@ -125,6 +125,40 @@ inline void transpose16(__m512i r[16]) {
   }
 }
 
+// A group of at most 8 pixels: an 8 x 16 transpose (24 shuffles instead of the 16 x 16's 64);
+// each result holds 8 pixels of two channels (c and c + 4, or c + 8 and c + 12).
+inline void store_group8(const int32_t* val, int n, int nO, const float* scale, const float* bias, float* dst,
+                         int64_t plane) {
+  const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
+  __m512i r[8], a[8], b[8];
+  for (int p = 0; p < 8; ++p) r[p] = p < n ? _mm512_load_si512(val + p * 16) : _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // b[4i + k], 128-bit lane L = pixels 4i..4i+3 of channel 4L + k
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);   // channels k, 4 + k
+  const __m512i hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);  // channels 8 + k, 12 + k
+  for (int k = 0; k < 4; ++k)
+    for (int half = 0; half < 2; ++half) {
+      const int c0 = 8 * half + k, c1 = c0 + 4;
+      if (c0 >= nO) continue;
+      __m512 f = _mm512_cvtepi32_ps(_mm512_permutex2var_epi64(b[k], half ? hi : lo, b[4 + k]));
+      if (scale)
+        f = _mm512_mul_ps(f, _mm512_insertf32x8(_mm512_set1_ps(scale[c0]), _mm256_set1_ps(c1 < nO ? scale[c1] : 0.0f), 1));
+      if (bias)
+        f = _mm512_add_ps(f, _mm512_insertf32x8(_mm512_set1_ps(bias[c0]), _mm256_set1_ps(c1 < nO ? bias[c1] : 0.0f), 1));
+      _mm256_mask_storeu_ps(dst + c0 * plane, m, _mm512_castps512_ps256(f));
+      if (c1 < nO) _mm256_mask_storeu_ps(dst + c1 * plane, m, _mm512_extractf32x8_ps(f, 1));
+    }
+}
+
 inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
                         int64_t plane) {
   // Start with a short group when that puts the other groups' stores on 64-byte boundaries
@@ -134,6 +168,10 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
   if (mis != 0 && plane % 16 == 0 && (np + mis + 15) / 16 == (np + 15) / 16 && np > 16 - mis) first = 16 - mis;
   for (int p0 = 0; p0 < np; p0 += p0 == 0 ? first : 16) {
     const int n = std::min(p0 == 0 ? first : 16, np - p0);
+    if (n <= 8) {
+      store_group8(val + p0 * 16, n, nO, scale, bias, dst + p0, plane);
+      continue;
+    }
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
     __m512i r[16];
     for (int p = 0; p < 16; ++p) r[p] = p < n ? _mm512_load_si512(val + (p0 + p) * 16) : _mm512_setzero_si512();
