@@ -68,10 +68,12 @@ void ThreadPool::run_items(const Job& job) {
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
-    // Spin for a short while: the next layer usually follows within microseconds.
+    // Stay awake for a short while: the next layer usually follows within microseconds. Yield
+    // rather than spin: inside a model the next op is often torch's, whose OpenMP threads need
+    // this core (a busy spin made Bi-Real-Net-18 on 2 threads ~12% slower, bench/RESULTS_MODELS.md).
     const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
     while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
-      cpu_relax();
+      std::this_thread::yield();
     Job job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
