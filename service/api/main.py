@@ -24,7 +24,7 @@ from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
 from service.api.schemas import V2InferRequest
-from service.tuning import keep_freed_memory
+from service.tuning import freeze_startup_objects, keep_freed_memory
 from service.api.routes import conv, health, metrics, models, predict, v2
 
 logger = logging.getLogger("bnn.api")
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             batcher.start()
             state.batchers[name] = batcher
             state.metrics.model_ready.labels(name).set(1)
+        freeze_startup_objects()  # the collector no longer walks torch and the models on every full pass
         # Ready means something is served: at least one model, and the default one if it is named.
         state.ready = bool(state.batchers) and (settings.default_model is None or settings.default_model in state.batchers)
         if not state.ready:

@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.kernel import InferenceConv, binary_conv2d, pack_weights
-from service.tuning import keep_freed_memory
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -49,8 +48,3 @@ def test_rejects_bad_construction_and_input():
     with pytest.raises(ValueError, match="output size"):
         InferenceConv(w)(torch.randn(1, 8, 2, 2))
 
-
-def test_keep_freed_memory_applies_on_glibc():
-    # The test machines and the image run glibc; applying twice is harmless.
-    assert keep_freed_memory() is True
-    assert keep_freed_memory() is True
