@@ -3,7 +3,8 @@
 Drives the ASGI app in this process (no sockets, no uvicorn: their work comes on top, the same for
 every route) with 32 requests in flight, and reads the event-loop thread's own CPU time
 (``time.thread_time``) around them. The model runs on the batcher's thread, as in the server, so
-its compute is not in the figure (thread time is per thread). Compare with the model's compute per
+its compute is not in the figure (thread time is per thread), nor is the decoding of uploads over
+``INLINE_DECODE_PIXELS``, which the server hands to a worker thread. Compare with the model's compute per
 image (``bench/bench_fashion.py``): when the loop's share is larger, the HTTP work sets the
 throughput.
 
