@@ -282,7 +282,18 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
       for (int64_t c = 0; c < nc; ++c) m[c] = kt.sign_mask64(x + (n * C + c0 + c) * HW + p0, np);
       for (int64_t c = nc; c < 64; ++c) m[c] = 0;
       transpose64(m);
-      for (int64_t p = 0; p < np; ++p) pixel_word(n, p0 + p)[k] = m[p];
+      // Walk the block's pixels in row order (no division per pixel: it cost more than the
+      // transpose); a block may wrap onto the next rows.
+      int64_t h = p0 / W, w = p0 % W;
+      uint64_t* d = pixel_word(n, p0) + k;
+      for (int64_t p = 0; p < np; ++p) {
+        *d = m[p];
+        d += words;
+        if (++w == W && p + 1 < np) {
+          w = 0;
+          d = pixel_word(n, ++h * W) + k;
+        }
+      }
     }
   });
 }
