@@ -99,20 +99,27 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
   }
 }
 
-// 16x16 transpose of int32: r[i] lane j -> r[j] lane i.
-inline void transpose16(__m512i r[16]) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 8; ++i) {
+// The first two stages of an int32 transpose of R rows (R = 8 or 16): 4x4 blocks within each
+// 128-bit lane, so that afterwards b[4i + k], 128-bit lane L = rows 4i..4i+3 of column 4L + k.
+template <int R>
+inline void transpose_4x4_blocks(const __m512i r[R], __m512i b[R]) {
+  __m512i a[R];
+  for (int i = 0; i < R / 2; ++i) {
     a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
   }
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < R / 4; ++i) {
     b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
     b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
     b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
     b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
   }
-  // b[4i + k], 128-bit lane L = rows 4i..4i+3 of column 4L + k
+}
+
+// 16x16 transpose of int32: r[i] lane j -> r[j] lane i.
+inline void transpose16(__m512i r[16]) {
+  __m512i b[16];
+  transpose_4x4_blocks<16>(r, b);
   for (int k = 0; k < 4; ++k) {
     const __m512i u = _mm512_shuffle_i32x4(b[k], b[4 + k], 0x88);
     const __m512i v = _mm512_shuffle_i32x4(b[k], b[4 + k], 0xDD);
@@ -130,18 +137,9 @@ inline void transpose16(__m512i r[16]) {
 inline void store_group8(const int32_t* val, int n, int nO, const float* scale, const float* bias, float* dst,
                          int64_t plane) {
   const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
-  __m512i r[8], a[8], b[8];
+  __m512i r[8], b[8];
   for (int p = 0; p < 8; ++p) r[p] = p < n ? _mm512_load_si512(val + p * 16) : _mm512_setzero_si512();
-  for (int i = 0; i < 4; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
+  transpose_4x4_blocks<8>(r, b);
   // b[4i + k], 128-bit lane L = pixels 4i..4i+3 of channel 4L + k
   const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);   // channels k, 4 + k
   const __m512i hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);  // channels 8 + k, 12 + k
