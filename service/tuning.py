@@ -24,7 +24,7 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
     By default glibc serves an allocation above its mmap threshold (128 KiB at first) with fresh
     pages from ``mmap`` and unmaps them on ``free``, so each graph node's output (1-3 MB for a
     batch of 32 small images) page-faults again on every call: in ``fashion-mnist-bnn`` at batch
-    32 an element-wise add or PReLU then costs ~5x its compute. With the thresholds raised, those
+    32 an element-wise add or PReLU then costs several times its compute. With the thresholds raised, those
     buffers stay in the heap and are reused; resident memory stays at the working set's peak
     (at most ``trim_threshold`` of free memory is kept at the top of the heap).
 
@@ -46,10 +46,10 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
 
 
 def freeze_startup_objects() -> None:
-    """Move everything allocated so far (torch, the app, the loaded models: ~200,000 objects) out
+    """Move everything allocated so far (torch, the app, the loaded models) out
     of the garbage collector's reach.
 
-    A full collection walks every tracked object: ~90 ms here with torch and a model loaded, and
+    A full collection walks every tracked object (``bench/asgi_cost.py`` prints how many and how long), and
     under load one runs every so often, stalling the event loop and every request in flight (it
     was the p99 of ``bench/load_predict.py`` with batching on). Objects created at start-up live
     as long as the process, so the collector need not look at them again. Call once, after
