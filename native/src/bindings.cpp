@@ -48,9 +48,7 @@ std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last,
   return out;
 }
 
-FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
-                       int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
-                       bool channels_last_out) {
+ConvShape conv_shape(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation, int pad_value) {
   ConvShape s;
   s.N = x.N, s.C = x.C, s.H = x.H, s.W = x.W, s.ph = x.ph, s.pw = x.pw;
   s.O = w.O, s.KH = w.KH, s.KW = w.KW;
@@ -60,6 +58,13 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
     throw py::value_error("channel mismatch: input has " + std::to_string(x.C) + " channels, weights expect " +
                           std::to_string(w.C));
   s.validate();
+  return s;
+}
+
+FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                       int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
+                       bool channels_last_out) {
+  const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
   bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
   FloatArray out = channels_last_out ? FloatArray({s.N, s.OH(), s.OW(), s.O}) : FloatArray({s.N, s.O, s.OH(), s.OW()});
   float* dst = out.mutable_data();
@@ -67,6 +72,17 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
     py::gil_scoped_release release;
     bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global(), channels_last_out);
   }
+  return out;
+}
+
+std::shared_ptr<PackedActivations> conv_packed_sign(const PackedActivations& x, const PackedWeights& w, Pair stride,
+                                                    Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
+                                                    const std::optional<FloatArray>& bias, Pair out_padding) {
+  const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
+  bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
+  auto out = std::make_shared<PackedActivations>();
+  py::gil_scoped_release release;
+  bnn::binary_conv2d_sign(x, w, s, t, out_padding.first, out_padding.second, *out, bnn::ThreadPool::global());
   return out;
 }
 
@@ -137,13 +153,25 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PackedActivations, std::shared_ptr<PackedActivations>>(m, "PackedActivations")
       .def_property_readonly("shape", [](const PackedActivations& a) { return std::vector<int64_t>{a.N, a.C, a.H, a.W}; })
       .def_property_readonly("padding", [](const PackedActivations& a) { return Pair{a.ph, a.pw}; })
-      .def_property_readonly("nbytes", [](const PackedActivations& a) { return static_cast<int64_t>(a.data.size() * 8); });
+      .def_property_readonly("nbytes", [](const PackedActivations& a) { return static_cast<int64_t>(a.data.size() * 8); })
+      .def("words", [](const PackedActivations& a) {
+        WordArray out({a.N, a.Hp(), a.Wp(), a.words});
+        std::copy(a.data.data(), a.data.data() + out.size(), out.mutable_data());
+        return out;
+      }, "A copy of the packed words [N][H + 2*ph][W + 2*pw][words] uint64; bit c%64 of word c//64 is set where "
+         "the value is negative (or NaN); the border and the channel tail bits are zero.");
 
   m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"));
   m.def("conv2d_packed", &conv_packed, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
         py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("channels_last_out") = false,
         "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
+  m.def("conv2d_packed_sign", &conv_packed_sign, py::arg("x"), py::arg("weights"), py::arg("stride"),
+        py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+        py::arg("out_padding") = Pair{0, 0},
+        "The convolution with a binarised output: PackedActivations of sign(conv * scale + bias) with padding "
+        "out_padding, bit for bit what pack_activations would make of conv2d_packed's float output, without "
+        "writing or reading the floats.");
   m.def("conv2d", [](const FloatArray& x, bool channels_last, const PackedWeights& w, Pair stride, Pair padding,
                      Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
                      const std::optional<FloatArray>& bias, bool channels_last_out) {

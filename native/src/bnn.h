@@ -113,6 +113,15 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
                    const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out = false);
 
+// The same convolution with a binarised output: `out` becomes the next layer's packed
+// activations, [N][OH + 2*out_ph][OW + 2*out_pw][ceil(O / 64)] (border zero = +1), where bit o of
+// a pixel is set exactly where the float output above would be negative or NaN, i.e.
+// !(acc * scale[o] + bias[o] >= 0), computed with the same float operations. A binary layer
+// that feeds another binary layer through sign() then never writes, reads or packs floats.
+void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                        const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
+                        ThreadPool& pool);
+
 // ---- runtime dispatch -------------------------------------------------------------------
 enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
 const char* isa_name(Isa isa);

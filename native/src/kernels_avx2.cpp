@@ -207,6 +207,30 @@ inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* sc
   }
 }
 
+// Binarised output: the same float value per channel as store_block_nhwc, then a compare (true
+// for negative or NaN) and movemask per 8 channels.
+inline void store_block_sign(const int32_t* val, int np, int nO, const float* scale, const float* bias,
+                             uint16_t* dst, int64_t pixel_stride) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nO), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nO - 8), lane);
+  const __m256 sc0 = scale ? _mm256_maskload_ps(scale, m0) : _mm256_set1_ps(1.0f);
+  const __m256 sc1 = scale ? _mm256_maskload_ps(scale + 8, m1) : _mm256_set1_ps(1.0f);
+  const __m256 bi0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
+  const __m256 bi1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+  const unsigned keep = (1u << nO) - 1;
+  const __m256 zero = _mm256_setzero_ps();
+  for (int p = 0; p < np; ++p) {
+    __m256 f0 = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(val + p * 16)));
+    __m256 f1 = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(val + p * 16 + 8)));
+    if (scale) f0 = _mm256_mul_ps(f0, sc0), f1 = _mm256_mul_ps(f1, sc1);
+    if (bias) f0 = _mm256_add_ps(f0, bi0), f1 = _mm256_add_ps(f1, bi1);
+    const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(f0, zero, _CMP_NGE_UQ))) |
+                          static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(f1, zero, _CMP_NGE_UQ))) << 8;
+    dst[p * pixel_stride] = static_cast<uint16_t>(bits & keep);
+  }
+}
+
 inline void add16(int32_t* v, const int32_t* c) {
   __m256i* d = reinterpret_cast<__m256i*>(v);
   const __m256i* s = reinterpret_cast<const __m256i*>(c);

@@ -206,6 +206,22 @@ inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* sc
   }
 }
 
+// Binarised output: the same float value per channel as store_block_nhwc, then one compare
+// (true for negative or NaN) gives the pixel's 16 bits.
+inline void store_block_sign(const int32_t* val, int np, int nO, const float* scale, const float* bias,
+                             uint16_t* dst, int64_t pixel_stride) {
+  const __mmask16 m = static_cast<__mmask16>((1u << nO) - 1);
+  const __m512 sc = scale ? _mm512_maskz_loadu_ps(m, scale) : _mm512_set1_ps(1.0f);
+  const __m512 bi = bias ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  for (int p = 0; p < np; ++p) {
+    __m512 f = _mm512_cvtepi32_ps(_mm512_load_si512(val + p * 16));
+    if (scale) f = _mm512_mul_ps(f, sc);
+    if (bias) f = _mm512_add_ps(f, bi);
+    dst[p * pixel_stride] = static_cast<uint16_t>(_mm512_mask_cmp_ps_mask(m, f, zero, _CMP_NGE_UQ));
+  }
+}
+
 inline void add16(int32_t* v, const int32_t* c) {
   _mm512_store_si512(v, _mm512_add_epi32(_mm512_load_si512(v), _mm512_loadu_si512(c)));
 }

@@ -35,6 +35,12 @@ inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* sc
   store_block_nhwc_scalar(val, np, nO, scale, bias, dst, pixel_stride);
 }
 
+inline void store_block_sign_scalar(const int32_t*, int, int, const float*, const float*, uint16_t*, int64_t);
+inline void store_block_sign(const int32_t* val, int np, int nO, const float* scale, const float* bias, uint16_t* dst,
+                             int64_t pixel_stride) {
+  store_block_sign_scalar(val, np, nO, scale, bias, dst, pixel_stride);
+}
+
 inline void add16(int32_t* v, const int32_t* c) {
   for (int j = 0; j < 16; ++j) v[j] += c[j];
 }

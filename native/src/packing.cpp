@@ -300,15 +300,17 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
 
 // ---- convolution --------------------------------------------------------------------------
 
-void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
-                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
+namespace {
+
+// The shared driver: `job` carries the output (floats, or packed bits in job.out_bits).
+void run_conv(const PackedActivations& x, const PackedWeights& w, const ConvShape& s, ConvJob& job,
+              ThreadPool& pool) {
   s.validate();
   if (x.N != s.N || x.C != s.C || x.H != s.H || x.W != s.W || x.ph != s.ph || x.pw != s.pw)
     invalid("packed activations do not match the convolution shape");
   if (w.O != s.O || w.C != s.C || w.KH != s.KH || w.KW != s.KW)
     invalid("packed weights do not match the convolution shape");
-  ConvJob job;
-  job.x = &x, job.w = &w, job.s = &s, job.t = t, job.out = out, job.channels_last_out = channels_last_out;
+  job.x = &x, job.w = &w, job.s = &s;
   job.OH = s.OH(), job.OW = s.OW();
   // Reduction word i = (kh * KW + kw) * words + k, in the order of the blocked weights.
   std::vector<int64_t> offs(static_cast<size_t>(s.KH * s.KW * x.words));
@@ -331,7 +333,7 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
   job.weights = kt.pair_weights ? w.pair_blocked.data() : w.blocked.data();
   const int64_t blocks = (s.O + kOutBlock - 1) / kOutBlock;
   const int64_t rows = s.N * job.OH;
-  if (channels_last_out && pool.num_threads() > 1) {
+  if ((job.channels_last_out || job.out_bits) && pool.num_threads() > 1) {
     // Block-major: threads claim consecutive items, and the items of one output row would write
     // neighbouring (possibly shared) cache lines of the same NHWC pixels; adjacent rows of one
     // block do not.
@@ -345,6 +347,30 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
     const int64_t row = i / blocks, ob = i % blocks;
     kt.conv_row(job, row / job.OH, row % job.OH, ob);
   });
+}
+
+}  // namespace
+
+void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
+  ConvJob job;
+  job.t = t, job.out = out, job.channels_last_out = channels_last_out;
+  run_conv(x, w, s, job, pool);
+}
+
+void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                        const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
+                        ThreadPool& pool) {
+  s.validate();
+  if (out_ph < 0 || out_pw < 0) invalid("output padding must be >= 0");
+  if (out_ph > kMaxElements || out_pw > kMaxElements) invalid("output padding is too large");
+  out.N = s.N, out.C = s.O, out.H = s.OH(), out.W = s.OW(), out.ph = out_ph, out.pw = out_pw;
+  out.words = words_for(s.O);
+  const int64_t n_words = checked_product({out.N, out.Hp(), out.Wp(), out.words}, "packed output");
+  out.data = WordBuffer(static_cast<size_t>(n_words));  // zeroed: border = +1, tail bits = 0
+  ConvJob job;
+  job.t = t, job.out_bits = &out;
+  run_conv(x, w, s, job, pool);
 }
 
 }  // namespace bnn

@@ -102,3 +102,68 @@ def test_scale_bias_epilogue(isa):
 
 def test_popcount_peak_helper():
     assert _core.popcount_peak(1000, 2) > 0
+
+
+def _sign_epilogues(O, g):
+    """(scale, bias) pairs for the binarised output: none, bias only (a threshold), negative and
+    zero scales with bias, and NaN scales (their bits must be set, as sign(nan) = -1)."""
+    scale = torch.randn(O, generator=g)
+    scale[::5] = 0.0
+    bias = torch.randn(O, generator=g) * 3
+    nan_scale = scale.clone()
+    nan_scale[1::3] = float("nan")
+    return [(None, None), (None, bias), (scale, bias), (scale, None), (nan_scale, bias)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CASES)
+def test_sign_output_matches_packing_the_float_output(isa, case):
+    """conv2d_packed_sign writes exactly the bits pack_activations makes of the float output, with
+    the requested border, on every path, for every epilogue, on 1 and 2 threads."""
+    N, C, H, W, O, k, stride, pad, dil = case
+    g = torch.Generator().manual_seed(hash(("sign", case)) % (2**31))
+    x = torch.randn(N, C, H, W, generator=g)
+    w = torch.randn(O, C, *k, generator=g)
+    pw = _core.PackedWeights.from_float(w.numpy())
+    prev = _core.active_isa()
+    _core.set_isa(isa)
+    try:
+        packed = _core.pack_activations(x.numpy(), False, pad)
+        for i, (scale, bias) in enumerate(_sign_epilogues(O, g)):
+            extra = {k: v.numpy() for k, v in (("scale", scale), ("bias", bias)) if v is not None}
+            pad_value = (0, 1, -1)[i % 3]
+            out_pad = ((0, 0), (1, 1), (2, 0))[i % 3]
+            ref = _core.pack_activations(_core.conv2d_packed(packed, pw, stride, dil, pad_value, **extra), False, out_pad)
+            for threads in (1, 2):
+                _core.set_num_threads(threads)
+                got = _core.conv2d_packed_sign(packed, pw, stride, dil, pad_value, out_padding=out_pad, **extra)
+                assert got.shape == ref.shape and got.padding == out_pad
+                assert np.array_equal(got.words(), ref.words()), (isa, case, i, threads)
+    finally:
+        _core.set_num_threads(1)
+        _core.set_isa(prev)
+
+
+def test_sign_output_feeds_the_next_layer():
+    """Two layers chained through packed bits equal the float chain conv -> sign -> conv."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 70, 12, 13, generator=g)
+    w1, w2 = torch.randn(40, 70, 3, 3, generator=g), torch.randn(24, 40, 3, 3, generator=g)
+    scale, bias = torch.randn(40, generator=g), torch.randn(40, generator=g)
+    p1, p2 = _core.PackedWeights.from_float(w1.numpy()), _core.PackedWeights.from_float(w2.numpy())
+    packed = _core.pack_activations(x.numpy(), False, (1, 1))
+    bits = _core.conv2d_packed_sign(packed, p1, (1, 1), (1, 1), 0, scale=scale.numpy(), bias=bias.numpy(),
+                                    out_padding=(1, 1))
+    got = _core.conv2d_packed(bits, p2, (1, 1), (1, 1), 0)
+    mid = _ref(x, w1, (1, 1), (1, 1), (1, 1), 0) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    assert torch.equal(torch.from_numpy(got), _ref(mid, w2, (1, 1), (1, 1), (1, 1), 0))
+
+
+def test_sign_output_rejects_bad_padding():
+    pw = _core.PackedWeights.from_float(np.ones((4, 8, 3, 3), np.float32))
+    packed = _core.pack_activations(np.ones((1, 8, 5, 5), np.float32), False, (1, 1))
+    with pytest.raises(ValueError, match="output padding"):
+        _core.conv2d_packed_sign(packed, pw, (1, 1), (1, 1), 0, out_padding=(-1, 0))
+    with pytest.raises(ValueError, match="channel mismatch"):
+        _core.conv2d_packed_sign(_core.pack_activations(np.ones((1, 9, 5, 5), np.float32), False, (1, 1)),
+                                 pw, (1, 1), (1, 1), 0)
