@@ -24,12 +24,16 @@ from service import _core
 
 IntPair = Union[int, tuple[int, int]]
 PackedWeights = _core.PackedWeights
+# Bit-packed activations (channels-last words of 64 channels, with a +1 border): what a binary
+# layer writes with InferenceConv.sign_packed and what the next binary layer reads without packing.
+PackedActivations = _core.PackedActivations
 PAD_VALUES = (-1, 0, 1)
 
 __all__ = [
     "BinaryConv2d",
     "BinaryConv2dForward",
     "InferenceConv",
+    "PackedActivations",
     "PackedWeights",
     "active_isa",
     "available_isas",
@@ -37,6 +41,7 @@ __all__ = [
     "conv_output_size",
     "get_num_threads",
     "pack_weights",
+    "pack_activations",
     "packed_bits",
     "set_isa",
     "set_num_threads",
@@ -231,6 +236,18 @@ def _epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str
     return extra
 
 
+def _output_size(h: int, w: int, weights: PackedWeights, stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int]) -> None:
+    kh, kw = weights.kernel_size
+    oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"output size would be {oh}x{ow}: kernel {kh}x{kw} with dilation {dilation} does not fit "
+            f"input {h}x{w} with padding {padding}"
+        )
+
+
 def _run_kernel(
     x: torch.Tensor,
     weights: PackedWeights,
@@ -247,14 +264,7 @@ def _run_kernel(
         )
     if x.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
-    kh, kw = weights.kernel_size
-    oh = conv_output_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
-    ow = conv_output_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"output size would be {oh}x{ow}: kernel {kh}x{kw} with dilation {dilation} does not fit "
-            f"input {x.shape[2]}x{x.shape[3]} with padding {padding}"
-        )
+    _output_size(x.shape[2], x.shape[3], weights, stride, padding, dilation)
     channels_last_out = _suggests_channels_last(x)
     arr, channels_last = _as_kernel_input(x)
     out = _core.conv2d(arr, channels_last, weights, stride, padding, dilation, pad_value,
@@ -269,6 +279,9 @@ class InferenceConv:
 
     Checks its arguments once; each call then only checks the input and runs the kernel, with no
     autograd bookkeeping. ``conv(x)`` equals ``binary_conv2d(x, weights, ..., scale=, bias=)``.
+    The input may also be :class:`PackedActivations` made with this layer's padding (by
+    ``pack_activations`` or by the previous layer's :meth:`sign_packed`): then nothing is packed,
+    and the output is channels-last.
     """
 
     def __init__(
@@ -288,12 +301,46 @@ class InferenceConv:
             if vec is not None and (not isinstance(vec, torch.Tensor) or vec.shape != (weights.out_channels,)):
                 raise ValueError(f"{name} must be a 1-D tensor of {weights.out_channels} values (one per output channel)")
         self.weights = weights
-        self.geometry = (_pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1),
-                         _pad_value(pad_value))
+        self.stride, self.padding, self.dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
+                                                    _pair(dilation, "dilation", 1))
+        self.pad_value = _pad_value(pad_value)
         self._extra = _epilogue(scale, bias)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return _run_kernel(x, self.weights, *self.geometry, self._extra)
+    def __call__(self, x: torch.Tensor | PackedActivations) -> torch.Tensor:
+        if isinstance(x, _core.PackedActivations):
+            out = _core.conv2d_packed(self._checked_packed(x), self.weights, self.stride, self.dilation,
+                                      self.pad_value, channels_last_out=True, **self._extra)
+            return torch.from_numpy(out).permute(0, 3, 1, 2)
+        return _run_kernel(x, self.weights, self.stride, self.padding, self.dilation, self.pad_value, self._extra)
+
+    def sign_packed(self, x: torch.Tensor | PackedActivations, out_padding: IntPair = 0) -> PackedActivations:
+        """``pack_activations(sign(self(x)), out_padding)`` bit for bit, computed without the float
+        output: the epilogue writes the next binary layer's packed input directly."""
+        out_padding = _pair(out_padding, "out_padding", 0)
+        if not isinstance(x, _core.PackedActivations):
+            x = pack_activations(x, self.padding)
+        return _core.conv2d_packed_sign(self._checked_packed(x), self.weights, self.stride, self.dilation,
+                                        self.pad_value, out_padding=out_padding, **self._extra)
+
+    def _checked_packed(self, x: PackedActivations) -> PackedActivations:
+        n, c, h, w = x.shape
+        if c != self.weights.in_channels:
+            raise ValueError(f"channel mismatch: input has {c} channels, weight expects {self.weights.in_channels}")
+        if tuple(x.padding) != self.padding:
+            raise ValueError(f"packed input has padding {tuple(x.padding)}, this layer needs {self.padding}")
+        _output_size(h, w, self.weights, self.stride, self.padding, self.dilation)
+        return x
+
+
+def pack_activations(x: torch.Tensor, padding: IntPair = 0) -> PackedActivations:
+    """Binarise and bit-pack a float tensor [N, C, H, W] (NCHW or channels-last) with a +1 border of
+    ``padding``: the input a binary layer with that padding reads."""
+    _check_float_tensor(x, "input", 4)
+    if x.numel() == 0:
+        raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
+    padding = _pair(padding, "padding", 0)
+    arr, channels_last = _as_kernel_input(x)
+    return _core.pack_activations(arr, channels_last, padding)
 
 
 def _backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -57,11 +57,18 @@ void ThreadPool::run_items(const Job& job) {
   for (;;) {
     // Claim only items of this job: a stale or finished job's counter never matches.
     if ((v & ~uint64_t{0xffffffff}) != tag || static_cast<int64_t>(v & 0xffffffff) >= job.items) return;
-    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    // Guided claiming: a run of 1 / (2 * threads) of what is left, so a job costs a few dozen
+    // claims on the shared counter instead of one per item (an item can be well under a
+    // microsecond, a contended claim ~0.1 us), each thread writes a contiguous range, and the
+    // runs shrink towards the end so the threads still finish together.
     const int64_t k = static_cast<int64_t>(v & 0xffffffff);
-    const int64_t end = std::min(job.n, (k + 1) * job.per);
+    const int64_t take = std::max<int64_t>(1, (job.items - k) / (2 * job.threads));
+    if (!claim_.compare_exchange_weak(v, v + static_cast<uint64_t>(take), std::memory_order_acq_rel,
+                                      std::memory_order_acquire))
+      continue;
+    const int64_t end = std::min(job.n, (k + take) * job.per);
     for (int64_t i = k * job.per; i < end; ++i) (*job.fn)(i);
-    done_.fetch_add(1, std::memory_order_acq_rel);
+    done_.fetch_add(take, std::memory_order_acq_rel);
     v = claim_.load(std::memory_order_acquire);
   }
 }
@@ -98,6 +105,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   job.n = n;
   job.per = (n + kMaxItems - 1) / kMaxItems;
   job.items = (n + job.per - 1) / job.per;
+  job.threads = num_threads_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job.id = ++next_id_;

@@ -3,7 +3,7 @@
 // One job runs at a time; concurrent callers queue on a mutex, so the thread count set is
 // the number of threads the kernel ever uses.
 //
-// Items are claimed one at a time from a counter tagged with the job's number, and the caller
+// Items are claimed in shrinking runs from a counter tagged with the job's number, and the caller
 // waits for the items to be done, not for the workers: a worker that wakes late (a busy
 // machine) finds nothing left and never touches a finished job, so the caller never waits for
 // a thread that is not running one of its items.
@@ -35,6 +35,7 @@ class ThreadPool {
   struct Job {
     const std::function<void(int64_t)>* fn = nullptr;
     int64_t n = 0, per = 1, items = 0;  // item k runs indices [k * per, min(n, (k + 1) * per))
+    int64_t threads = 1;
     uint32_t id = 0;
   };
   void start(int n);

@@ -1,6 +1,7 @@
 // Self-test of the core without Python: every supported instruction set against a naive
 // reference, over random geometry. Built and run under AddressSanitizer + UBSan by
 // tests/native/test_sanitizers.py. Usage: bnn_selftest [cases] [seed]
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -88,6 +89,25 @@ int main(int argc, char** argv) {
                         bnn::isa_name(isa), channels_last, cl_out, s.N, s.C, s.H, s.W, s.O, s.KH, s.KW, s.sh, s.sw, s.ph,
                         s.pw, s.dh, s.dw, s.pad_value);
           }
+        }
+        // Binarised output with a border: bit o of each interior pixel is sign(expected) < 0,
+        // everything else (border, channel tail) zero.
+        const int64_t oph = i % 3, opw = (i / 3) % 2;
+        bnn::PackedActivations bits;
+        bnn::binary_conv2d_sign(packed, weights, s, {}, oph, opw, bits, pool);
+        const int64_t OH = s.OH(), OW = s.OW(), words = bnn::words_for(s.O);
+        std::vector<uint64_t> want(static_cast<size_t>(s.N * (OH + 2 * oph) * (OW + 2 * opw) * words), 0);
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t o = 0; o < s.O; ++o)
+            for (int64_t p = 0; p < OH * OW; ++p)
+              if (expected[(n * s.O + o) * OH * OW + p] < 0)
+                want[((n * (OH + 2 * oph) + p / OW + oph) * (OW + 2 * opw) + p % OW + opw) * words + o / 64] |=
+                    uint64_t{1} << (o % 64);
+        ++run;
+        if (bits.data.size() != want.size() || !std::equal(want.begin(), want.end(), bits.data.data())) {
+          ++failures;
+          std::printf("MISMATCH (sign output) isa=%s cl=%d N=%ld C=%ld H=%ld W=%ld O=%ld\n", bnn::isa_name(isa),
+                      channels_last, s.N, s.C, s.H, s.W, s.O);
         }
       }
     }

@@ -288,15 +288,67 @@ class _Step:
     release: tuple[str, ...]  # values no later step needs
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _fuse_packed_outputs(nodes: list[Node], output: str, fns: dict[str, Fn]) -> tuple[str, ...]:
+    """Lets each binary conv whose readers are only binary convs (directly or through ``sign``
+    nodes) write their packed input itself: its step becomes ``sign_packed`` with the readers'
+    padding, and those ``sign`` nodes pass the bits through. A binary conv binarises its input
+    anyway, so the results are bit for bit the same; the float output is never written, read or
+    packed. Returns the names of the fused convs."""
+    readers: dict[str, list[Node]] = {}
+    for node in nodes:
+        for ref in node.inputs:
+            readers.setdefault(ref, []).append(node)
+
+    def packed_readers(name: str, signs: list[str]) -> set[tuple[int, int]] | None:
+        """Paddings of the binary convs reading ``name`` through sign nodes only (None: a reader
+        needs floats); the sign nodes passed are appended to ``signs``."""
+        if name == output or name not in readers:
+            return None
+        paddings: set[tuple[int, int]] = set()
+        for r in readers[name]:
+            if r.op == "binary_conv2d":
+                paddings.add(fns[r.name].padding)
+            elif r.op == "sign":
+                sub = packed_readers(r.name, signs)
+                if sub is None:
+                    return None
+                paddings |= sub
+                signs.append(r.name)
+            else:
+                return None
+        return paddings
+
+    fused = []
+    for node in nodes:
+        if node.op != "binary_conv2d":
+            continue
+        signs: list[str] = []
+        paddings = packed_readers(node.name, signs)
+        if paddings is None or len(paddings) != 1:
+            continue
+        conv, (out_padding,) = fns[node.name], paddings
+        fns[node.name] = lambda x, conv=conv, out_padding=out_padding: conv.sign_packed(x, out_padding)
+        for name in signs:
+            fns[name] = _identity
+        fused.append(node.name)
+    return tuple(fused)
+
+
 class Executor:
     """Runs the nodes in order, dropping each intermediate value after its last use.
 
-    Holds no per-call state, so one executor serves any number of threads at once.
+    Holds no per-call state, so one executor serves any number of threads at once. A binary conv
+    that only feeds binary convs hands them packed bits (``packed_outputs``), not floats.
     """
 
-    def __init__(self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor]) -> None:
+    def __init__(self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor], *,
+                 fuse_packed: bool = True) -> None:
         self.binary_layers: dict[str, BinaryLayer] = {}
-        built: list[tuple[str, Fn, tuple[str, ...]]] = []
+        fns: dict[str, Fn] = {}
         for node in nodes:
             builder = OPS.get(node.op)
             if builder is None:
@@ -304,7 +356,9 @@ class Executor:
             fn, layer = builder(_Ctx(node, tensors))
             if layer is not None:
                 self.binary_layers[node.name] = layer
-            built.append((node.name, fn, tuple(node.inputs)))
+            fns[node.name] = fn
+        self.packed_outputs = _fuse_packed_outputs(nodes, output, fns) if fuse_packed else ()
+        built = [(node.name, fns[node.name], tuple(node.inputs)) for node in nodes]
         last_use: dict[str, int] = {}
         for i, (_, _, inputs) in enumerate(built):
             for ref in inputs:

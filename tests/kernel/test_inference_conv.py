@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.kernel import InferenceConv, binary_conv2d, pack_weights
+from service.kernel import InferenceConv, binary_conv2d, pack_activations, pack_weights, sign
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,3 +48,43 @@ def test_rejects_bad_construction_and_input():
     with pytest.raises(ValueError, match="output size"):
         InferenceConv(w)(torch.randn(1, 8, 2, 2))
 
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 2), c=st.sampled_from([1, 32, 64, 65]), o=st.sampled_from([1, 15, 16, 17, 64, 70]),
+    k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), out_padding=st.integers(0, 2),
+    pad_value=st.sampled_from([0, 1, -1]), epilogue=st.sampled_from(["none", "scale", "bias", "both"]),
+    seed=st.integers(0, 2**16),
+)
+def test_sign_packed_feeds_the_next_layer(n, c, o, k, stride, padding, out_padding, pad_value, epilogue, seed):
+    """sign_packed equals packing sign(conv(x)); a layer fed those bits equals it fed the floats."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, 9, 8, generator=g)
+    w = pack_weights(torch.randn(o, c, k, k, generator=g))
+    scale = torch.randn(o, generator=g) if epilogue in ("scale", "both") else None
+    bias = torch.randn(o, generator=g) if epilogue in ("bias", "both") else None
+    conv = InferenceConv(w, stride, padding, 1, pad_value, scale=scale, bias=bias)
+    y = conv(x)
+    bits = conv.sign_packed(x, out_padding)
+    assert bits.shape == list(y.shape) and bits.padding == (out_padding, out_padding)
+    assert (bits.words() == pack_activations(sign(y), out_padding).words()).all()
+    assert (conv.sign_packed(pack_activations(x, padding), out_padding).words() == bits.words()).all()
+    nxt = InferenceConv(pack_weights(torch.randn(5, o, 3, 3, generator=g)), 1, out_padding, 1, pad_value)
+    if y.shape[2] + 2 * out_padding >= 3 and y.shape[3] + 2 * out_padding >= 3:
+        fed_bits = nxt(bits)
+        assert torch.equal(fed_bits, nxt(y))
+        assert fed_bits.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_packed_input_must_fit_the_layer():
+    w = pack_weights(torch.randn(4, 8, 3, 3))
+    conv = InferenceConv(w, padding=1)
+    with pytest.raises(ValueError, match="packed input has padding"):
+        conv(pack_activations(torch.randn(1, 8, 5, 5), 0))
+    with pytest.raises(ValueError, match="channel mismatch"):
+        conv(pack_activations(torch.randn(1, 7, 5, 5), 1))
+    with pytest.raises(ValueError, match="output size"):
+        InferenceConv(w)(pack_activations(torch.randn(1, 8, 2, 2), 0))
+    with pytest.raises(ValueError, match="out_padding"):
+        conv.sign_packed(torch.randn(1, 8, 5, 5), -1)

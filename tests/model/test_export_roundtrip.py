@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from service.export import ExportError, export_model, main as export_main
-from service.kernel import BinaryConv2d, pack_weights, packed_bits
+from service.kernel import BinaryConv2d, pack_weights, packed_bits, sign
 from service.model import LoadedModel, ModelStore, load_model
 from service.model.graph import OPS
 
@@ -193,3 +193,54 @@ def test_shipped_model_runs_channels_last_throughout(monkeypatch):
     monkeypatch.setattr(model.executor, "steps", [recording(s) for s in model.executor.steps])
     model.predict(torch.randn(3, 1, 28, 28))
     assert len(nhwc) >= 15 and all(nhwc.values()), nhwc
+
+
+class _Branches(nn.Module):
+    """a feeds two binary convs through sign (fusable: one padding); d feeds a binary conv and a
+    ReLU (not fusable: the ReLU needs floats); k feeds binary convs of two paddings (not fusable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = BinaryConv2d(3, 70, 3, padding=1, scale=True, bias=True)
+        self.b = BinaryConv2d(70, 16, 3, padding=1, pad_value=-1)
+        self.c = BinaryConv2d(70, 16, 3, padding=1, pad_value=1)
+        self.d = BinaryConv2d(16, 16, 1, bias=True)
+        self.e = BinaryConv2d(16, 16, 3, padding=1)
+        self.k = BinaryConv2d(16, 8, 1, scale=True)
+        self.f = BinaryConv2d(8, 8, 3, padding=1)
+        self.g = BinaryConv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = sign(self.a(x))
+        d = self.d(self.b(y) + self.c(y))
+        k = self.k(self.e(d) + torch.relu(d))
+        return torch.flatten(self.f(k) + self.g(k), 1)
+
+
+def test_binary_convs_hand_packed_bits_to_binary_convs(tmp_path):
+    """A binary conv read only by binary convs (directly or through sign) writes their packed input
+    in its epilogue; the output is bit for bit the unfused one's, and the torch model's."""
+    from service.model.graph import Executor
+    from service.model.store import read_weights
+
+    spec = dict(SPEC, height=10, width=10)
+    torch.manual_seed(5)
+    chain = nn.Sequential(BinaryConv2d(3, 70, 3, padding=1, scale=True, bias=True),
+                          BinaryConv2d(70, 130, 3, padding=1, stride=2, pad_value=-1),
+                          BinaryConv2d(130, 16, 1, bias=True), nn.ReLU(), BinaryConv2d(16, 8, 3, padding=1),
+                          nn.Flatten()).eval()
+    branches = randomise(_Branches(), 5)
+    for model, n_out, fused in ((chain, 200, ("0", "1")), (branches, 800, ("a",))):  # chain: "2" feeds a ReLU
+        folder = export_model(model, tmp_path / fused[0], "m", "1", spec, [str(i) for i in range(n_out)])
+        loaded = load_model(folder)
+        assert loaded.executor.packed_outputs == fused
+        graph = loaded.manifest.graph
+        tensors, _ = read_weights(loaded.folder, loaded.manifest)
+        unfused = Executor(graph.nodes, graph.output, tensors, fuse_packed=False)
+        assert unfused.packed_outputs == ()
+        x = torch.randn(3, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+        x[0, :, :2] = 0.0  # exact zeros are +1
+        with torch.no_grad():
+            expected = model(x)
+        assert torch.equal(loaded.predict(x), expected)
+        assert torch.equal(unfused.run(x), expected)
