@@ -11,6 +11,13 @@ the epilogue) and packing of an NHWC input.
 GMAC/s counts binary multiply-accumulates (N*O*OH*OW*C*KH*KW) of the conv alone. "peak" is the
 active path's register-resident XOR+popcount+add loop on one thread (no loads, no Harley-Seal);
 the kernel may exceed 1.0 of it because it needs fewer popcounts per MAC than that loop.
+
+A second table per path and thread count is the binarised output, for a binary layer that feeds
+another binary layer: "ours_cl" again (NHWC float output), "pk_out" = pack_activations of that
+output for the next layer (what an unfused pipeline pays), "sign" = conv2d_packed_sign (the
+epilogue writes the next layer's packed bits itself, no float output), "sign-cl" = the fused
+packing's extra cost in microseconds (negative: cheaper than writing floats), "pk_out%" and
+"fused%" = the two packing costs as a share of the conv, and "x chain" = (ours_cl + pk_out) / sign.
 Never used as a pass/fail test.
 """
 import argparse
@@ -114,6 +121,11 @@ def main():
                         lambda: _core.conv2d_packed(packed_cl, pw, (s, s), (1, 1), 0, channels_last_out=True), reps, mt)
                     t_pack_cl = best_time(lambda: _core.pack_activations(xl, True, (p, p)), reps, mt)
                     keep((isa, nt, name), (t_conv, t_pack, t_conv_cl, t_pack_cl))
+                    y = _core.conv2d_packed(packed_cl, pw, (s, s), (1, 1), 0, channels_last_out=True)
+                    t_pack_out = best_time(lambda: _core.pack_activations(y, True, (1, 1)), reps, mt)
+                    t_sign = best_time(
+                        lambda: _core.conv2d_packed_sign(packed_cl, pw, (s, s), (1, 1), 0, out_padding=(1, 1)), reps, mt)
+                    keep(("sign", isa, nt, name), (t_pack_out, t_sign))
                     xc = x.contiguous(memory_format=torch.channels_last)
                     wc = w.contiguous(memory_format=torch.channels_last)
                     with torch.no_grad():
@@ -143,6 +155,15 @@ def main():
                       f"{tn / N * 1e3:7.3f} {tc / N * 1e3:7.3f} {bestf / t_conv:7.1f} {bestf / (t_conv + t_pack):7.1f} "
                       f"{bestf / t_conv_cl:6.1f} {bestf / (t_conv_cl + t_pack_cl):6.1f} "
                       f"{gmacs:7.0f} {gmacs_cl:7.0f} {gmacs * 1e9 / peak / nt:5.2f} {gmacs_cl * 1e9 / peak / nt:5.2f}")
+            print(f"-- {isa}, {nt} thread(s), binarised output (next layer's packed bits); ms per image")
+            print(f"{'shape':24s} {'ours_cl':>7s} {'pk_out':>7s} {'sign':>7s} {'sign-cl':>8s} {'pk_out%':>7s} "
+                  f"{'fused%':>7s} {'x chain':>7s}")
+            for (name, N, *_rest) in shapes:
+                t_conv_cl = best[(isa, nt, name)][2]
+                t_pack_out, t_sign = best[("sign", isa, nt, name)]
+                print(f"{name:24s} {t_conv_cl / N * 1e3:7.3f} {t_pack_out / N * 1e3:7.3f} {t_sign / N * 1e3:7.3f} "
+                      f"{(t_sign - t_conv_cl) / N * 1e6:7.1f}u {100 * t_pack_out / t_conv_cl:6.1f}% "
+                      f"{100 * (t_sign - t_conv_cl) / t_conv_cl:6.1f}% {(t_conv_cl + t_pack_out) / t_sign:7.2f}")
     _core.set_isa(prev_isa)
     _core.set_num_threads(1)
 
