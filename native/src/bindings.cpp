@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 
 #include "bnn.h"
@@ -33,6 +34,18 @@ const float* optional_vector(const std::optional<FloatArray>& v, int64_t n, cons
   if (v->ndim() != 1 || v->shape(0) != n)
     throw py::value_error(std::string(what) + " must be a vector of " + std::to_string(n) + " values");
   return v->data();
+}
+
+// A C-contiguous float32 array whose data starts on a 64-byte boundary (numpy's own allocations
+// are only 16-byte aligned, and a misaligned 64-byte store splits two cache lines).
+FloatArray aligned_floats(const std::vector<py::ssize_t>& shape) {
+  size_t n = 1;
+  for (auto d : shape) n *= static_cast<size_t>(d);
+  const size_t bytes = std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return FloatArray(shape, static_cast<float*>(p), owner);
 }
 
 std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last, Pair padding) {
@@ -66,7 +79,8 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
                        bool channels_last_out) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
   bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
-  FloatArray out = channels_last_out ? FloatArray({s.N, s.OH(), s.OW(), s.O}) : FloatArray({s.N, s.O, s.OH(), s.OW()});
+  FloatArray out = aligned_floats(channels_last_out ? std::vector<py::ssize_t>{s.N, s.OH(), s.OW(), s.O}
+                                                   : std::vector<py::ssize_t>{s.N, s.O, s.OH(), s.OW()});
   float* dst = out.mutable_data();
   {
     py::gil_scoped_release release;
