@@ -178,6 +178,8 @@ class LoadedModel:
             "num_classes": self.num_classes,
             "layers": layers,
             "binary_layers": sorted(self.binary_layers),
+            # binary convs whose epilogue writes the next binary convs' packed input (no float output)
+            "packed_outputs": list(self.executor.packed_outputs),
             "sizes": {
                 "weights_file_bytes": self.weights_file_bytes,
                 "packed_size_bytes": self.packed_size_bytes,

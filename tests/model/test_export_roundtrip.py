@@ -234,6 +234,7 @@ def test_binary_convs_hand_packed_bits_to_binary_convs(tmp_path):
         folder = export_model(model, tmp_path / fused[0], "m", "1", spec, [str(i) for i in range(n_out)])
         loaded = load_model(folder)
         assert loaded.executor.packed_outputs == fused
+        assert loaded.summary()["packed_outputs"] == list(fused)
         graph = loaded.manifest.graph
         tensors, _ = read_weights(loaded.folder, loaded.manifest)
         unfused = Executor(graph.nodes, graph.output, tensors, fuse_packed=False)
