@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(shape_groups: str, threads: list[int]) -> dict[str, float]:
+def measure(shape_groups: str, threads: list[int], what: str) -> dict[str, float]:
     """Runs inside the child process (with the build under test loaded by with_core.py)."""
     import numpy as np
 
@@ -46,7 +46,11 @@ def measure(shape_groups: str, threads: list[int]) -> dict[str, float]:
         for nt in threads:
             _core.set_num_threads(nt)
             for cl in (False, True):
-                t = best_time(lambda: _core.conv2d_packed(pk, pw, (s, s), (1, 1), 0, channels_last_out=cl), 20, 0.2)
+                if what == "pack":  # packing the conv's fp32 input, NCHW or NHWC
+                    xin = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if cl else x
+                    t = best_time(lambda: _core.pack_activations(xin, cl, (p, p)), 20, 0.2)
+                else:
+                    t = best_time(lambda: _core.conv2d_packed(pk, pw, (s, s), (1, 1), 0, channels_last_out=cl), 20, 0.2)
                 out[f"{name}|{nt}|{'nhwc' if cl else 'nchw'}"] = t / N * 1e3
     _core.set_num_threads(1)
     return out
@@ -58,17 +62,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--shapes", default="3x3,batch")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--measure", choices=["conv", "pack"], default="conv",
+                    help="conv2d_packed (NCHW / NHWC output) or pack_activations (NCHW / NHWC input)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     if args.child:
-        print(json.dumps(measure(args.shapes, threads)))
+        print(json.dumps(measure(args.shapes, threads, args.measure)))
         return
     best: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for i, so in enumerate(args.cores):
             cmd = [sys.executable, str(REPO / "bench" / "with_core.py"), so, __file__, *args.cores,
-                   "--child", "--shapes", args.shapes, "--threads", args.threads]
+                   "--child", "--shapes", args.shapes, "--threads", args.threads, "--measure", args.measure]
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
             for key, t in json.loads(res.stdout.strip().splitlines()[-1]).items():
                 row = best.setdefault(key, [float("inf")] * len(args.cores))
@@ -76,7 +82,7 @@ def main() -> None:
     labels = [f"build{i}" for i in range(len(args.cores))]
     for i, so in enumerate(args.cores):
         print(f"{labels[i]}: {so}")
-    print(f"\nms per image, min over {args.rounds} interleaved rounds")
+    print(f"\n{args.measure}: ms per image, min over {args.rounds} interleaved rounds")
     print(f"{'shape | threads | output':40s} " + " ".join(f"{lab:>8s}" for lab in labels))
     for key, row in best.items():
         print(f"{key:40s} " + " ".join(f"{t:8.4f}" for t in row))
