@@ -1,4 +1,5 @@
-"""Randomised exactness check of service._core against torch (every ISA path). Not a timing test.
+"""Randomised exactness check of service._core against torch (every ISA path), float and binarised
+output. Not a timing test.
 
     .venv/bin/python bench/check_exact.py [--n 150] [--seed 0]
 """
@@ -57,6 +58,13 @@ def one(rng, isa, threads):
     if got.shape != ref.shape or not torch.equal(got, ref):
         bad = (got - ref).abs().max().item() if got.shape == ref.shape else "shape"
         raise SystemExit(f"MISMATCH {desc} maxdiff={bad}")
+    # The binarised output: the packed bits of sign(reference), with a random border.
+    out_pad = (rng.randint(0, 2), rng.randint(0, 2))
+    bits = _core.conv2d_packed_sign(_core.pack_activations(arr, cl, (ph, pw)), pwt, (sh, sw), (dh, dw), pv,
+                                    out_padding=out_pad, **kw)
+    want = _core.pack_activations(ref.contiguous().numpy(), False, out_pad)
+    if not np.array_equal(bits.words(), want.words()):
+        raise SystemExit(f"MISMATCH (binarised output) {desc} out_padding={out_pad}")
 
 
 def main():
