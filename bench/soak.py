@@ -152,19 +152,35 @@ async def overload(store: Path, mix: Mix, burst: int, queue: int = 8) -> dict:
     body = json.dumps({"inputs": [{"name": "input", "shape": [rows, c, h, w], "datatype": "FP32",
                                    "data": [0.25] * (rows * c * h * w)}]}).encode()
     with running_server(store, max_queue_size=queue, max_batch_size=rows) as server:
-        async with _client(server.url, burst) as client:
-            # open the connections first so the burst measures the queue, not TCP handshakes
-            await asyncio.gather(*(client.get("/healthz") for _ in range(burst)))
+        host, port = server.url.removeprefix("http://").split(":")
+        head = (f"POST /v2/models/{mix.model}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        # Open every connection first, then write every request before reading any answer: the
+        # burst reaches the server at once, whatever the client's own speed (an HTTP client that
+        # awaits each request's exchange sent them one after another on a fast server, which then
+        # kept up and the queue bound was never reached).
+        conns = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(burst)))
+        start = time.perf_counter()
+        for _, writer in conns:
+            writer.write(head + body)
 
-            async def one() -> tuple[int, float, str | None]:
-                start = time.perf_counter()
-                r = await client.post(f"/v2/models/{mix.model}/infer", content=body,
-                                      headers={"content-type": "application/json"})
-                return r.status_code, time.perf_counter() - start, r.headers.get("retry-after")
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, float, str | None]:
+            try:
+                await writer.drain()
+                status = int((await asyncio.wait_for(reader.readline(), 60)).split()[1])
+                retry_after = None
+                while (line := await asyncio.wait_for(reader.readline(), 60)) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.strip().lower() == "retry-after":
+                        retry_after = value.strip()
+                await reader.read()  # the body, up to the server's close
+                return status, time.perf_counter() - start, retry_after
+            finally:
+                writer.close()
 
-            start = time.perf_counter()
-            results = await asyncio.gather(*(one() for _ in range(burst)), return_exceptions=True)
-            burst_s = time.perf_counter() - start
+        results = await asyncio.gather(*(answer(r, w) for r, w in conns), return_exceptions=True)
+        burst_s = time.perf_counter() - start
+        async with _client(server.url, 1) as client:
             recovery = []
             for i in range(30):  # at once after the burst, one at a time: all must succeed
                 t = time.perf_counter()
@@ -361,8 +377,8 @@ FINDINGS = """## Findings (not regenerated: edit bench/soak.py's FINDINGS)
 - Overload 503s were correct but slow under a burst of large bodies (the queue check ran after FastAPI had read
   and validated the body). Now the service decides before reading the body (`AdmissionMiddleware`: queued
   images plus requests already on their way, one image each at least, against the bound). The 503 latencies in
-  the Overload row are the client's view: one Python process opening 400 connections and sending 400 x 50 kB
-  on the same 2 vCPUs as the server.
+  the Overload row are the client's view: one Python process that opens 400 connections, then writes all
+  400 x 50 kB requests before reading any answer, on the same 2 vCPUs as the server.
 - Graceful stop: every request the app had begun is answered. Connections uvicorn has accepted but whose
   request it has not parsed yet are closed unanswered at SIGTERM (seen once: 22 of 32 in flight on a saturated
   server; 0 in the run above). Clients should retry on a dropped connection; a preStop delay in the orchestrator

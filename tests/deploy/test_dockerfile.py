@@ -101,8 +101,10 @@ def test_compose_config_renders():
     """`docker compose config` parses the file the way the engine will (no daemon needed)."""
     env = dict(os.environ)
     env.setdefault("DOCKER_CONFIG", os.environ.get("DOCKER_SANDBOX_DIR", "/tmp/docker-sandbox") + "/config")
+    if subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, timeout=60).returncode != 0:
+        # On a fresh machine the plugin arrives with the engine, which tests/e2e/compose_smoke.sh
+        # starts later in the same run; that script renders the file the same way.
+        pytest.skip("compose v2 plugin not installed (bash ../shared/tools/docker-sandbox.sh up)")
     r = subprocess.run(["docker", "compose", "--profile", "scale", "config", "-q"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
-    if r.returncode != 0 and "is not a docker command" in r.stderr:
-        pytest.skip("compose v2 plugin not installed (bash ../shared/tools/docker-sandbox.sh up)")
     assert r.returncode == 0, r.stderr

@@ -47,6 +47,7 @@ if ! docker compose version >/dev/null 2>&1; then
   docker compose version >/dev/null 2>&1 || bash "$SHARED/tools/docker-sandbox.sh" up
 fi
 docker compose version
+docker compose --profile scale config -q  # the file parses the way the engine reads it
 compose() { docker compose -p "$PROJECT" "$@"; }
 
 cleanup() {
