@@ -17,8 +17,8 @@ struct ConvJob {
   OutputTransform t;
   float* out;
   bool channels_last_out = false;  // out is NHWC [N][OH][OW][O] instead of NCHW
-  // Binarised output (binary_conv2d_sign) instead of `out`: packed activations with padding
-  // (out_ph, out_pw); an output-channel block writes its 16 bits as one u16 of a pixel's words.
+  // Binarised output (binary_conv2d_sign) instead of `out`: packed activations with their own
+  // border (ph, pw); an output-channel block writes its 16 bits as one u16 of a pixel's words.
   PackedActivations* out_bits = nullptr;
   int64_t OH, OW;
   const uint64_t* weights;      // w->blocked, or w->pair_blocked for a path with pair_weights
