@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,31 @@ def _default_model_store() -> Path:
     """``./model_store`` when the working directory has one, else the one next to the repository."""
     here = Path.cwd() / "model_store"
     return here if here.is_dir() else _REPO_ROOT / "model_store"
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The container's memory limit in bytes (cgroup v2 ``memory.max``, else v1), or None when unlimited."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 reports "no limit" as a huge number
+            return int(text)
+    return None
+
+
+def default_memory_budget() -> int:
+    """Half of the container's memory limit when there is one, else a quarter of the machine's
+    memory, at most 2 GiB; never below 256 MiB. What in-flight requests may allocate together."""
+    limit = _cgroup_memory_limit()
+    if limit is not None:
+        return max(256 << 20, limit // 2)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 8 << 30
+    return max(256 << 20, min(2 << 30, total // 4))
 
 
 class Settings(BaseSettings):
@@ -36,6 +62,24 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(16 * 1024 * 1024, ge=1, description="Largest decoded image, width x height (413 above).")
     max_conv_elements: int = Field(16 * 1024 * 1024, ge=1, description="Largest tensor /conv accepts or returns.")
     max_conv_ops: int = Field(2**36, ge=1, description="Largest /conv work: output elements x C x KH x KW.")
+    max_json_values: int = Field(
+        1 << 20, ge=16, description="Most numbers in a JSON request or response body; larger tensors go as b64 "
+        "(/conv) or binary tensor data (/v2)."
+    )
+    max_response_bytes: int = Field(64 << 20, ge=1024, description="Largest response body a request may cause (413 above).")
+    max_request_pixels: int = Field(
+        64 << 20, ge=1, description="Most decoded pixels (width x height, summed over its images) one /predict request may cost."
+    )
+    memory_budget_bytes: int = Field(
+        default_factory=default_memory_budget, ge=1 << 20,
+        description="Bytes in-flight requests may allocate together (default: half the container's memory limit, "
+        "else a quarter of the machine's, at most 2 GiB); a request waits for its share or gets 503.",
+    )
+    memory_wait_s: float = Field(2.0, ge=0, description="Longest a request waits for its share of the memory budget (503 after).")
+    header_timeout_s: float = Field(10.0, gt=0, description="Longest a client may take to send a request's headers (408).")
+    body_timeout_s: float = Field(60.0, gt=0, description="Longest a client may take to send a request's body (408).")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="How long an idle keep-alive connection stays open.")
+    max_connections: int = Field(512, ge=1, description="Most open client connections; more get 503 and are closed.")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
