@@ -21,10 +21,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
+from service import kernel
 from service.api.errors import RequestTimeout, ServiceError, ServiceOverloaded
 from service.api.metrics import ServiceMetrics
 
@@ -197,11 +198,26 @@ class Batcher:
     def _rows_waiting(self) -> int:
         return sum(c.rows.shape[0] for c in self._pending if not c.future.done())
 
-    def _compute(self, inputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _compute(self, inputs: torch.Tensor, token: kernel.CancelToken) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), kernel.cancellable(token):
             out = self.model.predict(inputs)
         return out, time.perf_counter() - start
+
+    @staticmethod
+    def _cancel_when_abandoned(batch: list[_Chunk]) -> kernel.CancelToken:
+        """A token that is cancelled once every request in the batch has given up on it (timed out
+        or disconnected): the kernel then stops within one work item instead of finishing for nobody."""
+        token = kernel.CancelToken()
+        futures = [c.future for c in batch]
+
+        def check(_: asyncio.Future) -> None:
+            if all(f.cancelled() for f in futures):
+                token.cancel()
+
+        for f in futures:
+            f.add_done_callback(check)
+        return token
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,10 +230,14 @@ class Batcher:
             for chunk in batch:
                 self.metrics.queue_time.labels(name).observe(now - chunk.enqueued_at)
             inputs = batch[0].rows if len(batch) == 1 else torch.cat([c.rows for c in batch])
+            token = self._cancel_when_abandoned(batch)
             try:
-                out, seconds = await loop.run_in_executor(self._executor, self._compute, inputs)
+                out, seconds = await loop.run_in_executor(self._executor, self._compute, inputs, token)
             except asyncio.CancelledError:
                 raise
+            except kernel.Cancelled:  # every request of the batch left: nobody to answer
+                self.metrics.inference_failures.labels(name, "cancelled").inc(inputs.shape[0])
+                continue
             except Exception as exc:  # a model failure fails this batch's requests, not the worker
                 logger.exception("model %r failed on a batch of %d", name, inputs.shape[0])
                 self.metrics.inference_failures.labels(name, "error").inc(inputs.shape[0])
@@ -236,7 +256,3 @@ class Batcher:
                 if not chunk.future.done():
                     chunk.future.set_result(out[start : start + n])
                 start += n
-
-
-def make_batchers(models: dict[str, Any], metrics: ServiceMetrics, **limits: Any) -> dict[str, Batcher]:
-    return {name: Batcher(model, metrics, **limits) for name, model in models.items()}

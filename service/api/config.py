@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     max_conv_elements: int = Field(16 * 1024 * 1024, ge=1, description="Largest tensor /conv accepts or returns.")
     max_conv_ops: int = Field(2**36, ge=1, description="Largest /conv work: output elements x C x KH x KW.")
     max_json_values: int = Field(
-        1 << 20, ge=16, description="Most numbers in a JSON request or response body; larger tensors go as b64 "
+        1 << 18, ge=16, description="Most numbers in a JSON request or response body (parsing 2^18 takes ~25 ms, "
+        "holding the interpreter); larger tensors go as b64 "
         "(/conv) or binary tensor data (/v2)."
     )
     max_response_bytes: int = Field(64 << 20, ge=1024, description="Largest response body a request may cause (413 above).")

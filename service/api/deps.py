@@ -10,8 +10,9 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.batching import Batcher
+from service.api.budget import MemoryBudget
 from service.api.config import Settings
-from service.api.errors import ModelNotFound, ModelNotReady, Unauthorized
+from service.api.errors import ModelNotFound, ModelNotReady
 from service.api.metrics import ServiceMetrics
 
 
@@ -21,6 +22,7 @@ class ServiceState:
 
     settings: Settings
     metrics: ServiceMetrics
+    budget: MemoryBudget
     models: dict[str, Any] = field(default_factory=dict)  # name -> LoadedModel (ready ones)
     errors: dict[str, str] = field(default_factory=dict)  # name -> why it is not ready
     batchers: dict[str, Batcher] = field(default_factory=dict)
@@ -63,18 +65,28 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="The service's API key as a Bearer token.")
 
 
+def api_key_matches(headers: list[tuple[bytes, bytes]], expected: bytes) -> bool:
+    """Whether the raw request headers carry the key, as ``X-API-Key`` or ``Authorization: Bearer``
+    (compared as raw bytes in constant time, so a UTF-8 key matches)."""
+    given = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"x-api-key":
+            given = value
+            break
+        if name == b"authorization" and given is None:
+            scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"bearer" and credentials.strip():
+                given = credentials.strip()
+    return given is not None and secrets.compare_digest(given, expected)
+
+
 async def require_api_key(
-    request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
-    expected = service_state(request).settings.api_key
-    if expected is None:
-        return
-    given = api_key if api_key is not None else (bearer.credentials if bearer is not None else None)
-    # Header values arrive decoded as latin-1: back to their raw bytes, so a UTF-8 key can match.
-    if given is None or not secrets.compare_digest(given.encode("latin-1"), expected.get_secret_value().encode()):
-        raise Unauthorized()
+    """Declares the security schemes in OpenAPI. The check itself is ``RequestGuardMiddleware``'s,
+    made before the body is read (a dependency runs only after FastAPI has read and parsed it)."""
 
 
 ApiKeyDep = Depends(require_api_key)

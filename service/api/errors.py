@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("bnn.api")
 
@@ -25,6 +26,12 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     status_code = 400
+
+
+class InvalidParameter(ServiceError):
+    """A well-formed request whose parameters the service refuses (e.g. padding beyond the kernel's reach)."""
+
+    status_code = 422
 
 
 class Unauthorized(ServiceError):
@@ -61,6 +68,12 @@ class RequestTimeout(ServiceError):
     status_code = 504
 
 
+class ClientDisconnected(ServiceError):
+    """The client left before its answer was ready (nginx's 499: never sent, only counted and logged)."""
+
+    status_code = 499
+
+
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
@@ -86,6 +99,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        return error_response(ClientDisconnected.status_code, "the client disconnected before the request was read")
+
+    @app.exception_handler(MemoryError)
+    async def _out_of_memory(request: Request, exc: MemoryError) -> JSONResponse:
+        # The cost model and the memory budget exist so that this never happens; if it does, the
+        # request was too large for what the machine has left, which is the client's to reduce.
+        logger.warning("out of memory on %s %s", request.method, request.url.path)
+        return error_response(413, "not enough memory for this request; send a smaller one")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

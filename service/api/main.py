@@ -22,8 +22,9 @@ from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
-from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
-from service.api.schemas import V2InferRequest
+from service.api.budget import MemoryBudget
+from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
+from service.api.schemas import ConvRequest, V2InferRequest
 from service.tuning import freeze_startup_objects, keep_freed_memory
 from service.api.routes import conv, health, metrics, models, predict, v2
 
@@ -87,7 +88,10 @@ def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
 def create_app(settings: Settings | None = None, *, store: StoreLike | None = None) -> FastAPI:
     """Build the service. ``store`` replaces loading ``settings.model_store`` (tests, benchmarks)."""
     settings = settings or Settings()
-    state = ServiceState(settings=settings, metrics=ServiceMetrics())
+    service_metrics = ServiceMetrics()
+    budget = MemoryBudget(settings.memory_budget_bytes, settings.memory_wait_s,
+                          on_change=service_metrics.memory_reserved.set)
+    state = ServiceState(settings=settings, metrics=service_metrics, budget=budget)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,13 +136,17 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         lifespan=lifespan,
     )
     app.state.service = state
-    _document_request_models(app, V2InferRequest)
+    _document_request_models(app, V2InferRequest, ConvRequest)
     install_error_handlers(app)
     for router in (predict.router, conv.router, models.router, v2.health_router, v2.router,
                    health.router, metrics.router):
         app.include_router(router)
-    # Outermost last: observability sees every response, including the 413s of the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AdmissionMiddleware, state=state)  # outside the body limit: admits before reading
+    # Outermost last: observability sees every response, including the 413s of the body limit; the
+    # API key and admission are decided before the body is read.
+    app.add_middleware(BodyMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
+                       budget=budget)
+    app.add_middleware(AdmissionMiddleware, state=state)
+    api_key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
+    app.add_middleware(RequestGuardMiddleware, api_key=api_key)
     app.add_middleware(ObservabilityMiddleware, metrics=state.metrics)
     return app

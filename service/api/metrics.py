@@ -42,4 +42,7 @@ class ServiceMetrics:
             ["model"], buckets=_BATCH_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge("bnn_queue_depth", "Images waiting in the batch queue, per model.", ["model"], registry=r)
+        self.memory_reserved = Gauge(
+            "bnn_memory_reserved_bytes", "Bytes of the memory budget that in-flight requests hold.", registry=r,
+        )
         self.model_ready = Gauge("bnn_model_ready", "1 when the model is loaded and serving, else 0.", ["model"], registry=r)

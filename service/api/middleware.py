@@ -1,32 +1,51 @@
-"""Pure ASGI middleware: request size limit, and one JSON log line plus metrics per request."""
+"""Pure ASGI middleware: API key and query checks, admission, the request body's bounds, and one JSON
+log line plus metrics per request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.deps import ServiceState
-from service.api.errors import ServiceOverloaded, error_response
+from service.api.budget import MemoryBudget, Reservation
+from service.api.deps import ServiceState, api_key_matches
+from service.api.errors import ServiceError, ServiceOverloaded, Unauthorized, error_response
 from service.api.metrics import ServiceMetrics
 
 access_log = logging.getLogger("bnn.access")
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over ``max_bytes``: refused on Content-Length, or counted as chunks stream in.
+class BodyMiddleware:
+    """The request body, bounded in size, time and memory, streamed through to the app.
 
-    The body is read here, up to the limit, and replayed to the app, so no route ever sees more.
+    - 413 when Content-Length declares more than ``max_bytes``, or as soon as the chunks received
+      pass it (the app never sees more);
+    - 408 when the whole body has not arrived within ``timeout_s`` of the request's start, so a
+      client trickling its body cannot hold a connection, a task and memory indefinitely;
+    - memory: as chunks arrive, three times their size is reserved in the process's budget (the
+      body, and its parsed form: multipart fields or JSON text and values), in steps of
+      ``RESERVE_STEP`` and held until the response is sent; a body the budget cannot take gets
+      503 + Retry-After (or 413 if it alone exceeds the budget).
+
+    Errors during the read are raised from ``receive`` as HTTP exceptions, which the app turns into
+    JSON error responses (closing the connection, whose unread body is abandoned).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    RESERVE_STEP = 1 << 20
+    PARSE_FACTOR = 3
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, budget: MemoryBudget) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,41 +60,95 @@ class BodyLimitMiddleware:
                 await error_response(400, "invalid Content-Length header")(scope, receive, send)
                 return
             if declared > self.max_bytes:
-                await self._too_large(scope, receive, send)
+                await self._refuse(scope, receive, send, self._too_large())
+                return
+            if declared == 0:
+                await self.app(scope, receive, send)
                 return
         elif b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body
             return
 
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(body)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        reservations: list[Reservation] = []
+        received = reserved = 0
+        complete = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, reserved, complete
+            if complete:  # the body is in: what follows is the disconnect, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                scope["bnn.rejected"] = "body_timeout"
+                raise HTTPException(408, f"request body not received within {self.timeout_s:g} s "
+                                         "(setting BNN_BODY_TIMEOUT_S)", headers={"Connection": "close"}) from None
+            if message["type"] != "http.request":
+                return message
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self._too_large()
+            if received > reserved:
+                step = max(self.RESERVE_STEP, received - reserved)
+                try:
+                    reservations.append(await self.budget.reserve(self.PARSE_FACTOR * step,
+                                                                  f"a request body of {received}+ bytes"))
+                except ServiceError as exc:  # raised as an HTTP error: the body parsers pass those through
+                    scope["bnn.rejected"] = "memory_budget"
+                    raise HTTPException(exc.status_code, exc.message, {**exc.headers, "Connection": "close"}) from None
+                reserved += step
             if not message.get("more_body", False):
-                break
-        replayed = False
+                complete = True
+            return message
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+        try:
+            await self.app(scope, bounded_receive, send)
+        finally:
+            for r in reservations:
+                r.release()
 
-        await self.app(scope, replay, send)
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"request body exceeds the limit of {self.max_bytes} bytes (setting BNN_MAX_BODY_BYTES)",
+                             headers={"Connection": "close"})
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
         scope["bnn.rejected"] = "body_too_large"
-        response = error_response(413, f"request body exceeds the limit of {self.max_bytes} bytes")
-        response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        await error_response(exc.status_code, exc.detail, exc.headers)(scope, receive, send)
+
+
+class RequestGuardMiddleware:
+    """Before anything else reads the request: the API key (401 before a byte of the body is read),
+    and one value per query parameter (422 for a repeated one: every layer must read the same)."""
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready",
+                            "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+    def __init__(self, app: ASGIApp, api_key: bytes | None) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.api_key is not None and scope.get("path") not in self.OPEN_PATHS:
+            if not api_key_matches(scope.get("headers") or [], self.api_key):
+                scope["bnn.rejected"] = "unauthorized"
+                exc = Unauthorized()
+                await error_response(exc.status_code, exc.message, {**exc.headers, "Connection": "close"})(
+                    scope, receive, send)
+                return
+        query = scope.get("query_string", b"").decode("latin-1")
+        if query:
+            seen: set[str] = set()
+            for name, _ in parse_qsl(query, keep_blank_values=True):
+                if name in seen:
+                    await error_response(422, f"query parameter {name!r} is given more than once")(scope, receive, send)
+                    return
+                seen.add(name)
+        await self.app(scope, receive, send)
 
 
 _INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$")
@@ -129,7 +202,8 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status: int | None = None
+        client_left = False  # before the response was sent: counted as 499, whatever the app did then
         sent_bytes = 0
         request_id = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
 
@@ -142,9 +216,17 @@ class ObservabilityMiddleware:
                 sent_bytes += len(message.get("body", b""))
             await send(message)
 
+        async def receive_wrapper() -> Message:
+            nonlocal client_left
+            message = await receive()
+            if message["type"] == "http.disconnect" and status is None:
+                client_left = True
+            return message
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
+            status = 499 if client_left else (status or 500)
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
@@ -162,6 +244,7 @@ class ObservabilityMiddleware:
                     "route": route,
                     "query": scope.get("query_string", b"").decode("latin-1"),
                     "status": status,
+                    "rejected": scope.get("bnn.rejected"),
                     "duration_ms": round(elapsed * 1000, 3),
                     "response_bytes": sent_bytes,
                     "client": f"{client[0]}:{client[1]}" if client else None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-IntOrPair = Union[int, tuple[int, int]]
+# Strict: a number must be a JSON number ("1e5", true and "2" are refused, not converted).
+IntOrPair = Union[StrictInt, tuple[StrictInt, StrictInt]]
+PadValue = Annotated[StrictInt, Field(ge=-1, le=1)]
 
 
 class ErrorBody(BaseModel):
@@ -53,9 +55,9 @@ class TensorBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: list[int] = Field(min_length=1, max_length=8, examples=[[1, 1, 3, 3]])
+    shape: list[StrictInt] = Field(min_length=1, max_length=8, examples=[[1, 1, 3, 3]])
     dtype: Literal["float32"] = "float32"
-    data: list[float] | None = Field(None, examples=[[1, -1, 1, -1, 1, -1, 1, -1, 1]])
+    data: list[StrictFloat] | None = Field(None, examples=[[1, -1, 1, -1, 1, -1, 1, -1, 1]])
     b64: str | None = Field(None, examples=["AACAPwAAgL8AAIA/AACAvwAAgD8AAIC/AACAPwAAgL8AAIA/"])
 
 
@@ -98,7 +100,7 @@ class ConvRequest(BaseModel):
     stride: IntOrPair | None = Field(None, description="int or [h, w], >= 1 (default 1)")
     padding: IntOrPair | None = Field(None, description="int or [h, w], >= 0 (default 0)")
     dilation: IntOrPair | None = Field(None, description="int or [h, w], >= 1 (default 1)")
-    pad_value: Literal[-1, 0, 1] | None = Field(None, description="value of padded cells (default 0)")
+    pad_value: PadValue | None = Field(None, description="value of padded cells: -1, 0 or 1 (default 0)")
 
 
 class ConvResponse(BaseModel):

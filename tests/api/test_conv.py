@@ -23,7 +23,7 @@ def tensor(t: torch.Tensor) -> dict:
 @pytest.mark.parametrize(
     "geometry",
     [{}, {"stride": 2, "padding": 1}, {"stride": [1, 2], "padding": [2, 0], "dilation": [2, 1]},
-     {"padding": 1, "pad_value": 1}, {"padding": [1, 2], "pad_value": -1}],
+     {"padding": 1, "pad_value": 1}, {"padding": [2, 1], "pad_value": -1}],
 )
 async def test_conv_matches_kernel_exactly(client, geometry):
     g = torch.Generator().manual_seed(1)
@@ -112,7 +112,17 @@ async def test_conv_with_a_model_layer(client, tiny_model):
         ({"input": {"shape": [100000, 100000, 100000, 100000], "b64": ""}, "weight": {"shape": [1, 1, 1, 1],
           "data": [1]}}, 413, "elements"),
         ({"input": {"shape": [1, 1, 2, 2], "data": [1] * 4}, "weight": {"shape": [1, 1, 1, 1], "data": [1]},
-          "padding": 60000}, 413, "output would have"),
+          "padding": 60000}, 422, "exceeds the kernel's reach"),
+        ({"input": {"shape": [1, 1, 2, 2], "data": [1] * 4}, "weight": {"shape": [1, 1, 3, 3], "data": [1] * 9},
+          "padding": [2, 3]}, 422, "padding 3 in width"),
+        ({"input": {"shape": [1, 1, 2, 2], "data": ["1e5"] * 4}, "weight": {"shape": [1, 1, 1, 1], "data": [1]}},
+         422, "valid number"),
+        ({"input": {"shape": [1, 1, 2, 2], "data": [True] * 4}, "weight": {"shape": [1, 1, 1, 1], "data": [1]}},
+         422, "valid number"),
+        ({"input": {"shape": [1, 1, 2, 2], "data": [1] * 4}, "weight": {"shape": [1, 1, 1, 1], "data": [1]},
+          "stride": "2"}, 422, "stride"),
+        ({"input": {"shape": [1, 1, 2, 2], "data": [1] * 4}, "weight": {"shape": [1, 1, 1, 1], "data": [1]},
+          "pad_value": True}, 422, "pad_value"),
     ],
 )
 async def test_conv_rejects_bad_requests(client, body, status, fragment):

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from service import kernel
 from service.api.config import Settings
+from service.api.cost import ConvCost, check_json_values, check_response_bytes, conv_cost, count_json_values
 from service.api.deps import ApiKeyDep, ServiceState, StateDep
-from service.api.errors import InvalidInput, ModelNotFound, PayloadTooLarge
+from service.api.errors import InvalidInput, InvalidParameter, ModelNotFound, PayloadTooLarge
+from service.api.guard import BudgetedResponse, run_cancellable, run_codec
 from service.api.schemas import ConvRequest, ConvResponse, ErrorBody, TensorBody
 
 router = APIRouter(tags=["conv"], dependencies=[ApiKeyDep])
@@ -108,8 +112,17 @@ def _resolve_weights(req: ConvRequest, state: ServiceState, settings: Settings):
     return w, (w.out_channels, w.in_channels, *w.kernel_size), stored
 
 
-def _plan(req: ConvRequest, state: ServiceState):
-    """Validate everything and bound the output and the work, before any tensor is allocated."""
+@dataclass
+class _Plan:
+    in_shape: tuple[int, ...]
+    weights: Any  # float tensor or a layer's PackedWeights
+    w_shape: tuple[int, ...]
+    geometry: _Geometry
+    cost: ConvCost
+
+
+def _plan(req: ConvRequest, state: ServiceState) -> _Plan:
+    """Validate everything and bound the memory, work and response, before any tensor is decoded."""
     settings = state.settings
     in_shape = _checked_shape(req.input, "input", settings.max_conv_elements)
     weights, w_shape, g = _resolve_weights(req, state, settings)
@@ -117,6 +130,14 @@ def _plan(req: ConvRequest, state: ServiceState):
     o, wc, kh, kw = w_shape
     if c != wc:
         raise InvalidInput(f"channel mismatch: input has {c} channels, weight expects {wc}")
+    for axis, pad, k, d in (("height", g.padding[0], kh, g.dilation[0]), ("width", g.padding[1], kw, g.dilation[1])):
+        if pad > d * (k - 1):
+            # Rows or columns of padding beyond the dilated kernel's reach only add outputs that see
+            # nothing but the constant border: refused rather than allocated, packed and computed.
+            raise InvalidParameter(
+                f"padding {pad} in {axis} exceeds the kernel's reach of {d * (k - 1)} (dilation x (kernel - 1) = "
+                f"{d} x {k - 1}); larger padding only adds constant borders"
+            )
     oh = kernel.conv_output_size(h, kh, g.stride[0], g.padding[0], g.dilation[0])
     ow = kernel.conv_output_size(w, kw, g.stride[1], g.padding[1], g.dilation[1])
     if oh < 1 or ow < 1:
@@ -124,18 +145,32 @@ def _plan(req: ConvRequest, state: ServiceState):
             f"output would be {oh}x{ow}: kernel {kh}x{kw} with dilation {list(g.dilation)} does not fit "
             f"input {h}x{w} with padding {list(g.padding)}"
         )
-    out_count = n * o * oh * ow
-    if out_count > settings.max_conv_elements:
-        raise PayloadTooLarge(f"output would have {out_count} elements; the limit is {settings.max_conv_elements}")
-    if out_count * c * kh * kw > settings.max_conv_ops:
-        raise PayloadTooLarge(
-            f"convolution needs {out_count * c * kh * kw} binary multiply-adds; the limit is {settings.max_conv_ops}"
-        )
-    return in_shape, weights, w_shape, g
+    json_out = req.input.b64 is None
+    cost = conv_cost(in_shape, w_shape, (oh, ow), g.padding, json_out=json_out, weight_given=req.weight is not None)
+    if cost.output_elements > settings.max_conv_elements:
+        raise PayloadTooLarge(f"output would have {cost.output_elements} elements; the limit is "
+                              f"{settings.max_conv_elements} (setting BNN_MAX_CONV_ELEMENTS)")
+    if cost.binary_ops > settings.max_conv_ops:
+        raise PayloadTooLarge(f"convolution needs {cost.binary_ops} binary multiply-adds; the limit is "
+                              f"{settings.max_conv_ops} (setting BNN_MAX_CONV_OPS)")
+    if json_out:
+        check_json_values(cost.json_values_out, settings.max_json_values, "the JSON response",
+                          "the input as base64 ('b64') to get a base64 answer")
+    check_response_bytes(cost.response_bytes, settings.max_response_bytes, "the response")
+    return _Plan(in_shape, weights, w_shape, g, cost)
 
 
-def _run(req: ConvRequest, in_shape, weights, w_shape, g: _Geometry) -> torch.Tensor:
-    x = _decode(req.input, in_shape, "input")
+def _parse(body: bytes) -> ConvRequest:
+    try:
+        return ConvRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _run(token, req: ConvRequest, plan: _Plan) -> torch.Tensor:
+    x = _decode(req.input, plan.in_shape, "input")
+    weights = plan.weights if req.weight is None else _decode(req.weight, plan.w_shape, "weight")
+    g = plan.geometry
     try:
         return kernel.binary_conv2d(
             x, weights, stride=g.stride, padding=g.padding, dilation=g.dilation, pad_value=g.pad_value
@@ -144,22 +179,57 @@ def _run(req: ConvRequest, in_shape, weights, w_shape, g: _Geometry) -> torch.Te
         raise InvalidInput(f"convolution rejected: {exc}") from None
 
 
+_JSON_CHUNK = 1 << 14  # values serialised per step: the interpreter lock is released between steps
+_B64_CHUNK = 3 << 20  # raw bytes encoded per step (a multiple of 3: the pieces concatenate)
+
+
+def _encode(out: torch.Tensor, as_b64: bool) -> bytes:
+    """The response body, built in steps of a few milliseconds each (see guard.run_codec)."""
+    head = b'{"shape":' + json.dumps(list(out.shape)).encode() + b',"dtype":"float32",'
+    values = out.contiguous().numpy().reshape(-1)
+    if as_b64:
+        raw = memoryview(values.astype("<f4", copy=False).tobytes())
+        parts = [base64.b64encode(raw[i : i + _B64_CHUNK]) for i in range(0, len(raw), _B64_CHUNK)]
+        return b"".join([head, b'"b64":"', *parts, b'"}'])
+    parts = [json.dumps(values[i : i + _JSON_CHUNK].tolist())[1:-1].encode() for i in range(0, values.size, _JSON_CHUNK)]
+    return b"".join([head, b'"data":[', b",".join(parts), b"]}"])
+
+
+_CONV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ConvRequest"}}},
+    }
+}
+
+
 @router.post(
     "/conv",
     response_model=ConvResponse,
-    response_model_exclude_none=True,
-    responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)},
+    responses={code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)},
+    openapi_extra=_CONV_BODY,
     summary="Binary convolution of sign(input) with sign(weight)",
     description=(ConvRequest.__doc__ or "")
     + "\n\nValues are exactly `service.kernel.binary_conv2d`'s. Tensors are `{shape, data}` or "
     "`{shape, dtype: float32, b64}` (little-endian); the response uses b64 when the input did. "
-    "JSON `NaN`, `Infinity` and `-Infinity` are accepted in `data`.",
+    "JSON `NaN`, `Infinity` and `-Infinity` are accepted in `data`; numbers must be JSON numbers. "
+    "The request's cost (memory, binary operations, response size) is bounded before any work: 413 names "
+    "the limit and its setting. Padding beyond the kernel's reach is refused (422).",
 )
-async def conv(state: StateDep, req: ConvRequest) -> ConvResponse:
+async def conv(state: StateDep, request: Request) -> BudgetedResponse:
+    settings = state.settings
+    body = await request.body()
+    check_json_values(count_json_values(body), settings.max_json_values, "the request body",
+                      "large tensors as base64 ('b64')")
+    req = await run_codec(_parse, body)
+    del body
     plan = _plan(req, state)
-    out = await run_in_threadpool(_run, req, *plan)
-    shape = list(out.shape)
-    if req.input.b64 is not None:
-        raw = out.contiguous().numpy().astype("<f4", copy=False).tobytes()
-        return ConvResponse(shape=shape, b64=base64.b64encode(raw).decode("ascii"))
-    return ConvResponse(shape=shape, data=out.flatten().tolist())
+    reservation = await state.budget.reserve(plan.cost.peak_bytes, "this convolution")
+    out = await run_cancellable(request, _run, req, plan, timeout_s=settings.request_timeout_s,
+                                what="the convolution", reservation=reservation)
+    try:
+        payload = await run_codec(_encode, out, req.input.b64 is not None)
+    except BaseException:
+        reservation.release()
+        raise
+    return BudgetedResponse(payload, reservation=reservation, send_timeout_s=settings.body_timeout_s)

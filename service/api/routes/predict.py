@@ -4,35 +4,48 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from fastapi import APIRouter, File, Query, UploadFile
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Query, Request, UploadFile
 
+from service import kernel
 from service.api.deps import ApiKeyDep, ModelQuery, StateDep
 from service.api.errors import InvalidInput, PayloadTooLarge
+from service.api.guard import run_cancellable, until_disconnect
 from service.api.images import load_image, open_image
 from service.api.schemas import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503, 504)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)}
 
 
 # Uploads with at most this many pixels in all are decoded on the event loop (tens of
 # microseconds for a thumbnail, less than a hand-off to a worker thread); larger ones in a thread.
 INLINE_DECODE_PIXELS = 128 * 128
+# Bytes per pixel an image can hold at once while it is decoded and converted: the decoded frame
+# (Pillow keeps RGB as 4 bytes a pixel), the alpha-flattened copy, the colour conversion, and for
+# 16-bit grey the float intermediate.
+DECODE_BYTES_PER_PIXEL = 16
 
 
-def _preprocess(model, images: list[tuple[str, Image.Image]], max_pixels: int) -> torch.Tensor:
-    """Decode and convert every upload as the model's manifest says: [N, C, H, W] float32."""
-    tensors = []
-    for filename, image in images:
-        image = load_image(image, filename, max_pixels)
+def _preprocess(token, model, images: list, max_pixels: int) -> torch.Tensor:
+    """Decode and convert the uploads one at a time into [N, C, H, W] float32 as the model's
+    manifest says: each decoded image is released before the next is decoded, and the work stops
+    between images once ``token`` is cancelled (deadline or client gone)."""
+    spec = model.input
+    batch = torch.empty((len(images), spec.channels, spec.height, spec.width), dtype=torch.float32)
+    for i, (filename, image) in enumerate(images):
+        if token is not None and token.cancelled:
+            raise kernel.Cancelled("preprocessing stopped")
+        images[i] = (filename, None)  # the list no longer keeps the decoded pixels alive
         try:
-            tensors.append(model.preprocess(image))
+            decoded = load_image(image, filename, max_pixels)
+            batch[i] = model.preprocess(decoded)
         except (ValueError, OSError) as exc:  # e.g. a model that takes one exact size only
             raise InvalidInput(f"{filename}: {exc}") from None
-    return torch.stack(tensors)
+        finally:
+            image.close()
+        del image, decoded
+    return batch
 
 
 def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[dict]]:
@@ -59,6 +72,7 @@ def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list
     "animated images are classified by their first frame.",
 )
 async def predict(
+    request: Request,
     state: StateDep,
     file: Annotated[list[UploadFile], File(description="One or more images (repeat the field).")],
     model: ModelQuery = None,
@@ -67,20 +81,34 @@ async def predict(
     loaded, batcher = state.resolve(model)
     settings = state.settings
     if len(file) > settings.max_queue_size:
-        raise PayloadTooLarge(f"{len(file)} images in one request; the limit is {settings.max_queue_size}")
+        raise PayloadTooLarge(f"{len(file)} images in one request; the limit is {settings.max_queue_size} "
+                              "(setting BNN_MAX_QUEUE_SIZE)")
     uploads = []
     for upload in file:
         name = upload.filename or f"file{len(uploads)}"
         uploads.append((name, await upload.read()))
     if not uploads:
         raise InvalidInput("no images uploaded: send one or more `file` fields")
-    # Headers first (no pixel decoded): bad or oversized files fail fast, and the size decides where to decode.
+    # Headers first (no pixel decoded): bad or oversized files fail fast, the request's whole decoding
+    # cost is bounded before it starts, and the size decides where to decode.
     images = [(name, open_image(data, name, settings.max_image_pixels)) for name, data in uploads]
-    if sum(image.width * image.height for _, image in images) <= INLINE_DECODE_PIXELS:
-        batch = _preprocess(loaded, images, settings.max_image_pixels)
+    sizes = [image.width * image.height for _, image in images]
+    if sum(sizes) > settings.max_request_pixels:
+        raise PayloadTooLarge(f"the {len(images)} images hold {sum(sizes)} pixels in all; one request may decode at most "
+                              f"{settings.max_request_pixels} (setting BNN_MAX_REQUEST_PIXELS)")
+    spec = loaded.input
+    peak = DECODE_BYTES_PER_PIXEL * max(sizes) + 2 * 4 * len(images) * spec.channels * spec.height * spec.width
+    if sum(sizes) <= INLINE_DECODE_PIXELS:
+        batch = _preprocess(None, loaded, images, settings.max_image_pixels)
     else:
-        batch = await run_in_threadpool(_preprocess, loaded, images, settings.max_image_pixels)
-    logits = await batcher.predict(batch, settings.request_timeout_s)
+        reservation = await state.budget.reserve(peak, f"decoding {len(images)} images")
+        batch = await run_cancellable(request, _preprocess, loaded, images, settings.max_image_pixels,
+                                      timeout_s=settings.request_timeout_s, what="decoding the images",
+                                      reservation=reservation)
+        reservation.release()
+    del images
+    logits = await until_disconnect(request, batcher.predict(batch, settings.request_timeout_s),
+                                    f"the inference on {loaded.name!r}")
     ranked = top_predictions(logits, list(loaded.labels), top_k)
     return PredictResponse.model_validate({
         "model": loaded.name,

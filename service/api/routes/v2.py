@@ -8,13 +8,15 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 import service
+from service.api.cost import FLOAT32, PY_FLOAT, check_json_values, check_response_bytes, count_json_values, json_float_bytes
 from service.api.deps import ApiKeyDep, StateDep
 from service.api.errors import InvalidInput, ModelNotFound, PayloadTooLarge
+from service.api.guard import BudgetedResponse, run_codec, until_disconnect
 from service.api.schemas import (
     ErrorBody,
     V2InferRequest,
@@ -35,7 +37,7 @@ INPUT_NAME = "input"
 OUTPUTS = ("logits", "probabilities")
 # Binary tensor data extension (KServe / Triton): the body is this many bytes of JSON, then raw tensors.
 BINARY_HEADER = "Inference-Header-Content-Length"
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503, 504)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)}
 
 
 @health_router.get("/live", response_model=V2Live)
@@ -78,8 +80,9 @@ async def model_ready(state: StateDep, name: str) -> JSONResponse:
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def _read_request(request: Request) -> tuple[V2InferRequest, bytes]:
-    """The JSON inference request and the binary tensor data that follows it (empty without the extension)."""
+async def _read_request(request: Request, max_json_values: int) -> tuple[V2InferRequest, bytes]:
+    """The JSON inference request and the binary tensor data that follows it (empty without the
+    extension); the JSON is parsed off the event loop, once its size is known to be bounded."""
     body = await request.body()
     declared = request.headers.get(BINARY_HEADER)
     if declared is None:
@@ -92,8 +95,14 @@ async def _read_request(request: Request) -> tuple[V2InferRequest, bytes]:
         if not 0 < n <= len(body):
             raise InvalidInput(f"{BINARY_HEADER} is {n}, but the body has {len(body)} bytes")
         header, binary = body[:n], body[n:]
+    check_json_values(count_json_values(header), max_json_values, "the request's JSON",
+                      "the input as binary tensor data (the binary_data_size parameter)")
+    return await run_codec(_parse, header), binary
+
+
+def _parse(header: bytes) -> V2InferRequest:
     try:
-        return V2InferRequest.model_validate_json(header), binary
+        return V2InferRequest.model_validate_json(header)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
@@ -104,6 +113,8 @@ def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) ->
     t = req.inputs[0]
     spec = model.input
     expected = [spec.channels, spec.height, spec.width]
+    if t.name != INPUT_NAME:
+        raise InvalidInput(f"unknown input {t.name!r}; this model's input is {INPUT_NAME!r}")
     if t.datatype != "FP32":
         raise InvalidInput(f"input {t.name!r} must have datatype FP32, got {t.datatype!r}")
     if len(t.shape) != 4 or t.shape[1:] != expected or t.shape[0] < 1:
@@ -160,14 +171,19 @@ def _classification(logits: torch.Tensor, labels: list[str], k: int) -> list[str
 
 
 def _requested_outputs(req: V2InferRequest) -> list[tuple[str, int | None, bool]]:
-    """(output name, classification k or None, as binary data) per requested output, checked before inference."""
+    """(output name, classification k or None, as binary data) per requested output, checked
+    before inference: each an output of the model, at most once; none requested means all."""
     binary_default = _flag((req.parameters or {}).get("binary_data_output"), "request parameter binary_data_output")
     if not req.outputs:
-        return [("logits", None, binary_default)]
+        return [(name, None, binary_default) for name in OUTPUTS]
     requested = []
+    seen = set()
     for out in req.outputs:
         if out.name not in OUTPUTS:
             raise InvalidInput(f"unknown output {out.name!r}; this model has {list(OUTPUTS)}")
+        if out.name in seen:
+            raise InvalidInput(f"output {out.name!r} is requested more than once")
+        seen.add(out.name)
         params = out.parameters or {}
         k = params.get("classification")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -223,16 +239,66 @@ _INFER_BODY = {
              description="Open Inference Protocol inference, with the classification and binary tensor data "
              "extensions: ask for binary outputs with `\"binary_data\": true` on an output or "
              "`\"binary_data_output\": true` in the request's parameters.")
-async def infer(state: StateDep, name: str, request: Request) -> V2InferResponse | Response:
+async def infer(state: StateDep, name: str, request: Request) -> BudgetedResponse:
     model, batcher = state.resolve(name)
     settings = state.settings
-    req, binary = await _read_request(request)
+    req, binary = await _read_request(request, settings.max_json_values)
     requested = _requested_outputs(req)
-    batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
-    logits = await batcher.predict(batch, settings.request_timeout_s)
+    images = _declared_batch(req, settings.max_queue_size)
+    response_bytes, json_values = _response_size(requested, images, model)
+    check_json_values(json_values, settings.max_json_values, "the JSON response",
+                      "binary outputs (\"binary_data\": true)")
+    check_response_bytes(response_bytes, settings.max_response_bytes, "the response")
+    spec = model.input
+    input_bytes = FLOAT32 * images * spec.channels * spec.height * spec.width
+    # the input (and its float32 copy), the logits and probabilities, their serialised form, the body
+    peak = 2 * input_bytes + 2 * FLOAT32 * images * model.num_classes + PY_FLOAT * json_values + 2 * response_bytes
+    reservation = await state.budget.reserve(peak, f"this inference of {images} images")
+    try:
+        batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
+        del binary
+        logits = await until_disconnect(request, batcher.predict(batch, settings.request_timeout_s),
+                                        f"the inference on {model.name!r}")
+        body, headers = await run_codec(_encode, requested, logits, model, req.id)
+    except BaseException:
+        reservation.release()
+        raise
+    media_type = "application/octet-stream" if headers else "application/json"
+    return BudgetedResponse(body, reservation=reservation, send_timeout_s=settings.body_timeout_s,
+                            media_type=media_type, headers=headers)
+
+
+def _declared_batch(req: V2InferRequest, max_images: int) -> int:
+    """The batch size the input declares, bounded before anything is sized by it (the whole shape
+    is checked, with the other inputs' faults, in _input_tensor)."""
+    shape = req.inputs[0].shape if req.inputs else []
+    n = shape[0] if shape and isinstance(shape[0], int) and shape[0] >= 1 else 1
+    if n > max_images:
+        raise PayloadTooLarge(f"batch of {n} images; the limit is {max_images} (setting BNN_MAX_QUEUE_SIZE)")
+    return n
+
+
+def _response_size(requested, images: int, model) -> tuple[int, int]:
+    """(an upper bound of the response's bytes, the numbers its JSON holds), from the request alone."""
+    nbytes, values = 512, 0
+    label = max((len(lbl.encode()) for lbl in model.labels), default=0) + 48  # "value:index:label" + framing
+    for _, k, binary in requested:
+        per_image = min(k, model.num_classes) if k is not None else model.num_classes
+        if k is not None:
+            nbytes += images * per_image * (label + 4)
+        elif binary:
+            nbytes += images * per_image * FLOAT32
+        else:
+            nbytes += images * per_image * json_float_bytes()
+            values += images * per_image
+    return nbytes, values
+
+
+def _encode(requested, logits: torch.Tensor, model, request_id: str | None) -> tuple[bytes, dict[str, str]]:
+    """The response body, and its headers when binary outputs follow the JSON."""
     outputs, blob = _outputs(requested, logits, list(model.labels))
-    response = V2InferResponse(model_name=model.name, model_version=str(model.version), id=req.id, outputs=outputs)
-    if not any(binary for _, _, binary in requested):
-        return response
+    response = V2InferResponse(model_name=model.name, model_version=str(model.version), id=request_id, outputs=outputs)
     header = response.model_dump_json(exclude_none=True).encode()
-    return Response(header + blob, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
+    if not any(binary for _, _, binary in requested):
+        return header, {}
+    return header + blob, {BINARY_HEADER: str(len(header))}
