@@ -9,7 +9,8 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from service import kernel
 from service.api.deps import ApiKeyDep, ModelQuery, StateDep
 from service.api.errors import InvalidInput, PayloadTooLarge
-from service.api.guard import run_cancellable, until_disconnect
+from service.api.cost import check_response_bytes
+from service.api.guard import run_cancellable, run_codec, until_disconnect
 from service.api.images import load_image, open_image
 from service.api.schemas import ErrorBody, PredictResponse
 
@@ -96,6 +97,9 @@ async def predict(
     if sum(sizes) > settings.max_request_pixels:
         raise PayloadTooLarge(f"the {len(images)} images hold {sum(sizes)} pixels in all; one request may decode at most "
                               f"{settings.max_request_pixels} (setting BNN_MAX_REQUEST_PIXELS)")
+    answer_bytes = len(uploads) * (min(top_k, loaded.num_classes) * (max(map(len, loaded.labels), default=0) + 64)
+                                    + max(len(name) for name, _ in uploads) + 64)
+    check_response_bytes(answer_bytes, settings.max_response_bytes, "the response")
     spec = loaded.input
     peak = DECODE_BYTES_PER_PIXEL * max(sizes) + 2 * 4 * len(images) * spec.channels * spec.height * spec.width
     if sum(sizes) <= INLINE_DECODE_PIXELS:
@@ -109,9 +113,20 @@ async def predict(
     del images
     logits = await until_disconnect(request, batcher.predict(batch, settings.request_timeout_s),
                                     f"the inference on {loaded.name!r}")
-    ranked = top_predictions(logits, list(loaded.labels), top_k)
+    names = [name for name, _ in uploads]
+    if len(names) * min(top_k, loaded.num_classes) <= INLINE_RANKED:
+        return _response(loaded, names, logits, top_k)
+    return await run_codec(_response, loaded, names, logits, top_k)
+
+
+# Ranked predictions in a response built on the event loop; more are built on the codec thread.
+INLINE_RANKED = 1024
+
+
+def _response(model, names: list[str], logits: torch.Tensor, top_k: int) -> PredictResponse:
+    ranked = top_predictions(logits, list(model.labels), top_k)
     return PredictResponse.model_validate({
-        "model": loaded.name,
-        "version": str(loaded.version),
-        "results": [{"filename": name, "predictions": preds} for (name, _), preds in zip(uploads, ranked)],
+        "model": model.name,
+        "version": str(model.version),
+        "results": [{"filename": name, "predictions": preds} for name, preds in zip(names, ranked)],
     })
