@@ -32,12 +32,15 @@ PAD_VALUES = (-1, 0, 1)
 __all__ = [
     "BinaryConv2d",
     "BinaryConv2dForward",
+    "CancelToken",
+    "Cancelled",
     "InferenceConv",
     "PackedActivations",
     "PackedWeights",
     "active_isa",
     "available_isas",
     "binary_conv2d",
+    "cancellable",
     "conv_output_size",
     "get_num_threads",
     "pack_weights",
@@ -106,6 +109,33 @@ def _default_threads() -> int:
         return n
     # The kernel runs while torch's pool is idle, so sharing its size never oversubscribes.
     return max(1, torch.get_num_threads())
+
+
+# Cancellation: a token bound to a thread stops that thread's packing and convolutions within one
+# work item (a row of output) of ``token.cancel()`` (from any thread) or of its ``timeout_s``
+# passing; the call then raises Cancelled and returns no partial output. A call waiting for the
+# kernel behind another thread's call gives up too.
+CancelToken = _core.CancelToken
+Cancelled = _core.Cancelled  # a RuntimeError
+
+
+@contextlib.contextmanager
+def cancellable(token: CancelToken | None) -> Iterator[CancelToken | None]:
+    """Bind ``token`` to the kernel calls this thread makes inside the block (None: no token),
+    then restore the previous one. Enter it in the thread that runs the calls (e.g. inside the
+    function given to an executor): the binding is per thread.
+
+    ::
+
+        token = kernel.CancelToken(timeout_s=0.5)
+        with kernel.cancellable(token):
+            kernel.binary_conv2d(x, w, padding=1)  # Cancelled once token.cancel() or 0.5 s
+    """
+    previous = _core.set_cancel_token(token)
+    try:
+        yield token
+    finally:
+        _core.set_cancel_token(previous)
 
 
 set_num_threads(_default_threads())

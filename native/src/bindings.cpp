@@ -1,5 +1,7 @@
 // Python binding of the core: numpy buffers in, numpy buffers out; the GIL is released while
-// packing and convolving. Errors from the core (std::invalid_argument) surface as ValueError.
+// packing and convolving (in the calling thread, so its cancel token stays the one bound).
+// Errors from the core: std::invalid_argument -> ValueError, std::bad_alloc -> MemoryError,
+// bnn::Cancelled -> _core.Cancelled (a RuntimeError).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,6 +11,7 @@
 #include <optional>
 
 #include "bnn.h"
+#include "cancel.h"
 #include "kernels.h"
 #include "thread_pool.h"
 
@@ -100,10 +103,37 @@ std::shared_ptr<PackedActivations> conv_packed_sign(const PackedActivations& x, 
   return out;
 }
 
+std::shared_ptr<bnn::CancelToken> make_cancel_token(std::optional<double> timeout_s) {
+  if (!timeout_s) return std::make_shared<bnn::CancelToken>();
+  constexpr double kMaxTimeout = 1e9;  // ~31 years: the steady clock's nanoseconds cannot overflow
+  if (!(*timeout_s >= 0.0 && *timeout_s <= kMaxTimeout))
+    throw py::value_error("timeout_s must be a number of seconds between 0 and 1e9, got " + std::to_string(*timeout_s));
+  const auto timeout = std::chrono::duration_cast<bnn::CancelToken::Clock::duration>(std::chrono::duration<double>(*timeout_s));
+  return std::make_shared<bnn::CancelToken>(timeout);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "XNOR-popcount binary convolution (bit-packed, SIMD with runtime dispatch, multi-threaded)";
+  m.attr("MAX_BUFFER_BYTES") = bnn::kMaxBufferBytes;
+  m.attr("MAX_GEOMETRY") = bnn::kMaxGeometry;
+
+  py::register_exception<bnn::Cancelled>(m, "Cancelled", PyExc_RuntimeError);
+  py::class_<bnn::CancelToken, std::shared_ptr<bnn::CancelToken>>(
+      m, "CancelToken",
+      "Stops the packing and convolutions of the thread it is bound to (set_cancel_token) within one work "
+      "item of cancel() or of its timeout passing; they then raise Cancelled.")
+      .def(py::init(&make_cancel_token), py::arg("timeout_s") = py::none())
+      .def("cancel", &bnn::CancelToken::cancel, "Cancel: safe from any thread, takes effect at once.")
+      .def_property_readonly("cancelled", &bnn::CancelToken::cancelled, "cancel() was called or the timeout passed.")
+      .def("__repr__", [](const bnn::CancelToken& t) {
+        return std::string("CancelToken(cancelled=") + (t.cancelled() ? "True" : "False") +
+               (t.has_deadline() ? ", with a deadline)" : ")");
+      });
+  m.def("set_cancel_token", [](std::shared_ptr<bnn::CancelToken> token) { return bnn::set_cancel_token(std::move(token)); },
+        py::arg("token").none(true),
+        "Binds a CancelToken (or None) to the calling thread's kernel calls; returns the previous one.");
 
   m.def("available_isas", [] {
     std::vector<std::string> names;

@@ -35,6 +35,15 @@ class WordBuffer {
 
 inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
 
+// Bounds ConvShape::validate enforces, before anything is allocated: with them no size or index
+// arithmetic overflows int64, and no single buffer the core or the binding allocates (packed
+// input, packed or float output, packed weights, padding-correction table) exceeds
+// kMaxBufferBytes. 4 GiB is ~1e9 float outputs in one call, far beyond any one layer of a served
+// model; a request past it is a mistake or an attack (padding 11585 on a 1x1 input needs 4.3 GB).
+constexpr int64_t kMaxElements = int64_t{1} << 40;     // any one dimension, and any element count
+constexpr int64_t kMaxGeometry = int64_t{1} << 20;     // stride, dilation, padding
+constexpr int64_t kMaxBufferBytes = int64_t{1} << 32;  // 4 GiB
+
 struct ConvShape {
   int64_t N = 1, C = 1, H = 1, W = 1;  // input
   int64_t O = 1, KH = 1, KW = 1;       // weights
@@ -48,7 +57,8 @@ struct ConvShape {
   static int64_t out_size(int64_t padded, int64_t dilated_kernel, int64_t stride) {
     return padded < dilated_kernel ? 0 : (padded - dilated_kernel) / stride + 1;
   }
-  // Throws std::invalid_argument naming the offending parameter.
+  // Throws std::invalid_argument naming the offending parameter, or the buffer that would be too
+  // large with its size and the limit.
   void validate() const;
 };
 
@@ -103,6 +113,10 @@ struct OutputTransform {
 };
 
 class ThreadPool;
+
+// Each entry point below throws std::invalid_argument for a shape validate() refuses, and
+// Cancelled (cancel.h) when the calling thread's token is cancelled while it runs; `out` is then
+// left as it was (a float `out` buffer may be partly written).
 
 // x is float32, NCHW contiguous (channels_last=false) or NHWC contiguous (channels_last=true).
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,

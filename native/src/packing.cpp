@@ -22,13 +22,17 @@ void WordBuffer::Free::operator()(uint64_t* p) const { std::free(p); }
 
 namespace {
 
-constexpr int64_t kMaxElements = int64_t{1} << 40;  // guards every product below from overflow
-
 [[noreturn]] void invalid(const std::string& what) { throw std::invalid_argument(what); }
 
 void require_positive(const char* name, int64_t v) {
   if (v < 1) invalid(std::string(name) + " must be >= 1, got " + std::to_string(v));
   if (v > kMaxElements) invalid(std::string(name) + " is too large: " + std::to_string(v));
+}
+
+void require_geometry(const char* name, int64_t v, int64_t minimum) {
+  if (v < minimum) invalid(std::string(name) + " must be >= " + std::to_string(minimum) + ", got " + std::to_string(v));
+  if (v > kMaxGeometry)
+    invalid(std::string(name) + " must be <= " + std::to_string(kMaxGeometry) + ", got " + std::to_string(v));
 }
 
 int64_t checked_product(std::initializer_list<int64_t> dims, const char* what) {
@@ -39,6 +43,18 @@ int64_t checked_product(std::initializer_list<int64_t> dims, const char* what) {
   }
   return p;
 }
+
+// Refuses a buffer of prod(dims) elements of elem_bytes each above kMaxBufferBytes (dims >= 0).
+void check_buffer(const char* what, std::initializer_list<int64_t> dims, int64_t elem_bytes) {
+  int64_t bytes = elem_bytes;
+  bool overflow = false;
+  for (int64_t d : dims) overflow = overflow || __builtin_mul_overflow(bytes, d, &bytes);
+  if (overflow || bytes > kMaxBufferBytes)
+    invalid(std::string(what) + " would need " + (overflow ? std::string("more than 2^63") : std::to_string(bytes)) +
+            " bytes, over the limit of " + std::to_string(kMaxBufferBytes) + " bytes (4 GiB) per buffer");
+}
+
+int64_t out_blocks(int64_t O) { return (O + kOutBlock - 1) / kOutBlock; }
 
 // Transposes a 64x64 bit matrix in place: afterwards bit c of a[p] is the old bit p of a[c].
 void transpose64(uint64_t a[64]) {
@@ -62,27 +78,36 @@ void ConvShape::validate() const {
   require_positive("out_channels", O);
   require_positive("kernel height", KH);
   require_positive("kernel width", KW);
-  require_positive("stride height", sh);
-  require_positive("stride width", sw);
-  require_positive("dilation height", dh);
-  require_positive("dilation width", dw);
+  require_geometry("stride height", sh, 1);
+  require_geometry("stride width", sw, 1);
+  require_geometry("dilation height", dh, 1);
+  require_geometry("dilation width", dw, 1);
   if (ph < 0 || pw < 0) invalid("padding must be >= 0, got (" + std::to_string(ph) + ", " + std::to_string(pw) + ")");
-  if (ph > kMaxElements || pw > kMaxElements) invalid("padding is too large");
+  if (ph > kMaxGeometry || pw > kMaxGeometry)
+    invalid("padding must be <= " + std::to_string(kMaxGeometry) + ", got (" + std::to_string(ph) + ", " +
+            std::to_string(pw) + ")");
   if (pad_value < -1 || pad_value > 1) invalid("pad_value must be -1, 0 or 1, got " + std::to_string(pad_value));
-  checked_product({N, H + 2 * ph, W + 2 * pw, words_for(C)}, "padded packed input");
   checked_product({N, C, H, W}, "input");
   checked_product({O, C, KH, KW}, "weight");
   const int64_t k_total = checked_product({C, KH, KW}, "reduction (in_channels x kernel area)");
   // Results are integers in [-k_total, k_total]; float32 holds them exactly up to 2^24.
   if (k_total > (int64_t{1} << 24))
     invalid("in_channels x kernel area = " + std::to_string(k_total) + " exceeds 2^24, the exact range of float32");
-  checked_product({dh, KH - 1}, "dilated kernel height");
-  checked_product({dw, KW - 1}, "dilated kernel width");
+  // From here every dimension is <= 2^40, every kernel side and k_total <= 2^24 and the geometry
+  // <= 2^20, so the sizes below cannot overflow.
   if (OH() < 1 || OW() < 1)
     invalid("output size would be " + std::to_string(OH()) + "x" + std::to_string(OW()) +
             ": the dilated kernel (" + std::to_string(dh * (KH - 1) + 1) + "x" + std::to_string(dw * (KW - 1) + 1) +
             ") is larger than the padded input (" + std::to_string(H + 2 * ph) + "x" + std::to_string(W + 2 * pw) + ")");
   checked_product({N, O, OH(), OW()}, "output");
+  check_buffer("padded packed input", {N, H + 2 * ph, W + 2 * pw, words_for(C)}, sizeof(uint64_t));
+  check_buffer("float32 output", {N, O, OH(), OW()}, sizeof(float));
+  check_buffer("packed weights", {out_blocks(O) * kOutBlock, KH, KW, words_for(C)}, sizeof(uint64_t));
+  if (pad_value != 1 && (ph > 0 || pw > 0)) {
+    // At most 2k + 1 border classes along an axis (see PackedWeights::correction).
+    const int64_t nrc = std::min(OH(), 2 * KH + 1), ncc = std::min(OW(), 2 * KW + 1);
+    check_buffer("padding-correction table", {out_blocks(O) * kOutBlock, nrc, ncc}, sizeof(int32_t));
+  }
 }
 
 // ---- weights ------------------------------------------------------------------------------
@@ -177,28 +202,31 @@ std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape
   }
   auto t = std::make_shared<CorrectionTable>();
   t->key = key;
-  // Which kernel rows (columns) fall outside the input, per output row (column); class 0 = none.
+  // Which kernel rows (columns) fall outside the input, per output row (column). Tap positions
+  // grow with the tap index, so those taps are a prefix (before the input) and a suffix (past
+  // it): a class is a pair (prefix, suffix), at most 2k + 1 of them along an axis as the prefix
+  // only shrinks and the suffix only grows; class 0 = none outside.
+  using Outside = std::pair<int64_t, int64_t>;
   auto classify = [](int64_t n_out, int64_t stride, int64_t pad, int64_t k, int64_t dil, int64_t size,
-                     std::vector<int32_t>& cls, std::vector<std::vector<uint8_t>>& sets) {
-    std::map<std::vector<uint8_t>, int32_t> ids;
-    sets.assign(1, std::vector<uint8_t>(static_cast<size_t>(k), 0));
-    ids[sets[0]] = 0;
+                     std::vector<int32_t>& cls, std::vector<Outside>& sets) {
+    std::map<Outside, int32_t> ids{{Outside{0, 0}, 0}};
+    sets.assign(1, Outside{0, 0});
     cls.resize(static_cast<size_t>(n_out));
     for (int64_t o = 0; o < n_out; ++o) {
-      std::vector<uint8_t> out(static_cast<size_t>(k));
-      for (int64_t q = 0; q < k; ++q) {
-        const int64_t i = o * stride - pad + q * dil;
-        out[q] = i < 0 || i >= size;
-      }
-      auto it = ids.find(out);
+      const int64_t first = o * stride - pad;  // input position of tap 0
+      int64_t before = first < 0 ? std::min(k, (-first + dil - 1) / dil) : 0;
+      const int64_t before_end = size - first <= 0 ? 0 : std::min(k, (size - first + dil - 1) / dil);
+      int64_t after = k - before_end;
+      if (before + after == k) before = k, after = 0;  // all outside: one class however it splits
+      auto it = ids.find(Outside{before, after});
       if (it == ids.end()) {
-        it = ids.emplace(out, static_cast<int32_t>(sets.size())).first;
-        sets.push_back(out);
+        it = ids.emplace(Outside{before, after}, static_cast<int32_t>(sets.size())).first;
+        sets.emplace_back(before, after);
       }
       cls[o] = it->second;
     }
   };
-  std::vector<std::vector<uint8_t>> rsets, csets;
+  std::vector<Outside> rsets, csets;
   classify(s.OH(), s.sh, s.ph, s.KH, s.dh, s.H, t->row_class, rsets);
   classify(s.OW(), s.sw, s.pw, s.KW, s.dw, s.W, t->col_class, csets);
   const int64_t nrc = static_cast<int64_t>(rsets.size()), ncc = static_cast<int64_t>(csets.size());
@@ -217,17 +245,31 @@ std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape
   t->nrc = nrc, t->ncc = ncc;
   t->table.assign(static_cast<size_t>(blocks * nrc * ncc * kOutBlock), 0);
   const int32_t factor = s.pad_value - 1;
-  for (int64_t ob = 0; ob < blocks; ++ob)
+  // sums[(a * (KW + 1) + b) * 16 + j]: channel j's tap sums over kernel rows < a and columns < b,
+  // so the taps inside a class's rectangle sum in four look-ups (outside = all - inside) and the
+  // table costs O(taps + classes), not O(taps x classes). |partial sums| <= C * KH * KW <= 2^24.
+  const int64_t KW1 = KW + 1;
+  std::vector<int32_t> sums(static_cast<size_t>((KH + 1) * KW1 * kOutBlock), 0);
+  auto at = [&](int64_t a, int64_t b) { return sums.data() + (a * KW1 + b) * kOutBlock; };
+  for (int64_t ob = 0; ob < blocks; ++ob) {
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int32_t* ts = tap_sums_blocked.data() + (ob * KH * KW + kh * KW + kw) * kOutBlock;
+        for (int64_t j = 0; j < kOutBlock; ++j)
+          at(kh + 1, kw + 1)[j] = ts[j] + at(kh, kw + 1)[j] + at(kh + 1, kw)[j] - at(kh, kw)[j];
+      }
+    const int32_t* all = at(KH, KW);
     for (int64_t rc = 0; rc < nrc; ++rc)
       for (int64_t cc = 0; cc < ncc; ++cc) {
+        const int64_t r0 = rsets[rc].first, r1 = KH - rsets[rc].second;
+        const int64_t c0 = csets[cc].first, c1 = KW - csets[cc].second;
         int32_t* dst = t->table.data() + ((ob * nrc + rc) * ncc + cc) * kOutBlock;
-        for (int64_t kh = 0; kh < KH; ++kh)
-          for (int64_t kw = 0; kw < KW; ++kw) {
-            if (!rsets[rc][kh] && !csets[cc][kw]) continue;
-            const int32_t* ts = tap_sums_blocked.data() + (ob * KH * KW + kh * KW + kw) * kOutBlock;
-            for (int64_t j = 0; j < kOutBlock; ++j) dst[j] += factor * ts[j];
-          }
+        for (int64_t j = 0; j < kOutBlock; ++j) {
+          const int32_t inside = at(r1, c1)[j] - at(r0, c1)[j] - at(r1, c0)[j] + at(r0, c0)[j];
+          dst[j] = factor * (all[j] - inside);
+        }
       }
+  }
   std::lock_guard<std::mutex> lock(*cache_mutex_);
   if (cache_.size() >= 8) cache_.erase(cache_.begin());
   cache_.push_back(t);
@@ -236,13 +278,11 @@ std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape
 
 // ---- activations --------------------------------------------------------------------------
 
-void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
-                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool) {
-  ConvShape s;
-  s.N = N, s.C = C, s.H = H, s.W = W, s.ph = ph, s.pw = pw, s.KH = 1, s.KW = 1;
-  s.validate();
-  out.N = N, out.C = C, out.H = H, out.W = W, out.ph = ph, out.pw = pw, out.words = words_for(C);
-  out.data = WordBuffer(static_cast<size_t>(N * out.Hp() * out.Wp() * out.words));
+namespace {
+
+// Packs x into `out`, whose geometry and zeroed buffer are set.
+void pack_into(const float* x, bool channels_last, PackedActivations& out, ThreadPool& pool) {
+  const int64_t N = out.N, C = out.C, H = out.H, W = out.W, ph = out.ph, pw = out.pw;
   const KernelTable& kt = active_kernels();
   const int64_t words = out.words, Wp = out.Wp(), HW = H * W;
   uint64_t* dst = out.data.data();
@@ -296,6 +336,21 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
       }
     }
   });
+}
+
+}  // namespace
+
+void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool) {
+  ConvShape s;
+  s.N = N, s.C = C, s.H = H, s.W = W, s.ph = ph, s.pw = pw, s.KH = 1, s.KW = 1;
+  s.validate();
+  // Built aside and moved into `out` only when complete (a cancelled pack leaves `out` as it was).
+  PackedActivations packed;
+  packed.N = N, packed.C = C, packed.H = H, packed.W = W, packed.ph = ph, packed.pw = pw, packed.words = words_for(C);
+  packed.data = WordBuffer(static_cast<size_t>(N * packed.Hp() * packed.Wp() * packed.words));
+  pack_into(x, channels_last, packed, pool);
+  out = std::move(packed);
 }
 
 // ---- convolution --------------------------------------------------------------------------
@@ -362,15 +417,18 @@ void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, cons
                         const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
                         ThreadPool& pool) {
   s.validate();
-  if (out_ph < 0 || out_pw < 0) invalid("output padding must be >= 0");
-  if (out_ph > kMaxElements || out_pw > kMaxElements) invalid("output padding is too large");
-  out.N = s.N, out.C = s.O, out.H = s.OH(), out.W = s.OW(), out.ph = out_ph, out.pw = out_pw;
-  out.words = words_for(s.O);
-  const int64_t n_words = checked_product({out.N, out.Hp(), out.Wp(), out.words}, "packed output");
-  out.data = WordBuffer(static_cast<size_t>(n_words));  // zeroed: border = +1, tail bits = 0
+  require_geometry("output padding height", out_ph, 0);
+  require_geometry("output padding width", out_pw, 0);
+  // Built aside and moved into `out` only when complete (a cancelled conv leaves `out` as it was).
+  PackedActivations bits;
+  bits.N = s.N, bits.C = s.O, bits.H = s.OH(), bits.W = s.OW(), bits.ph = out_ph, bits.pw = out_pw;
+  bits.words = words_for(s.O);
+  check_buffer("packed output", {bits.N, bits.Hp(), bits.Wp(), bits.words}, sizeof(uint64_t));
+  bits.data = WordBuffer(static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words));  // zeroed: border = +1, tail bits = 0
   ConvJob job;
-  job.t = t, job.out_bits = &out;
+  job.t = t, job.out_bits = &bits;
   run_conv(x, w, s, job, pool);
+  out = std::move(bits);
 }
 
 }  // namespace bnn

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace bnn {
 
@@ -27,7 +28,7 @@ ThreadPool& ThreadPool::global() {
 
 void ThreadPool::set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
-  std::lock_guard<std::mutex> call(call_mutex_);
+  std::lock_guard<std::timed_mutex> call(call_mutex_);
   if (n == num_threads_) return;
   stop();
   start(n);
@@ -54,22 +55,42 @@ void ThreadPool::stop() {
 void ThreadPool::run_items(const Job& job) {
   const uint64_t tag = static_cast<uint64_t>(job.id) << 32;
   uint64_t v = claim_.load(std::memory_order_acquire);
+  bool stopping = false;  // the job's token was cancelled (or fn threw): skip what is left
   for (;;) {
     // Claim only items of this job: a stale or finished job's counter never matches.
     if ((v & ~uint64_t{0xffffffff}) != tag || static_cast<int64_t>(v & 0xffffffff) >= job.items) return;
     // Guided claiming: a run of 1 / (2 * threads) of what is left, so a job costs a few dozen
     // claims on the shared counter instead of one per item (an item can be well under a
     // microsecond, a contended claim ~0.1 us), each thread writes a contiguous range, and the
-    // runs shrink towards the end so the threads still finish together.
+    // runs shrink towards the end so the threads still finish together. Once stopping, claim
+    // all that is left, so no thread starts another run.
     const int64_t k = static_cast<int64_t>(v & 0xffffffff);
-    const int64_t take = std::max<int64_t>(1, (job.items - k) / (2 * job.threads));
+    const int64_t take = stopping ? job.items - k : std::max<int64_t>(1, (job.items - k) / (2 * job.threads));
     if (!claim_.compare_exchange_weak(v, v + static_cast<uint64_t>(take), std::memory_order_acq_rel,
                                       std::memory_order_acquire))
       continue;
-    const int64_t end = std::min(job.n, (k + take) * job.per);
-    for (int64_t i = k * job.per; i < end; ++i) (*job.fn)(i);
+    // The claimed items keep the caller waiting, so from here on its token is alive (not before
+    // the claim: the job of a stale snapshot may have ended).
+    if (!stopping) stopping = !run_range(job, k * job.per, std::min(job.n, (k + take) * job.per));
+    if (stopping) skipped_.store(true, std::memory_order_relaxed);  // published by the add below
     done_.fetch_add(take, std::memory_order_acq_rel);
     v = claim_.load(std::memory_order_acquire);
+  }
+}
+
+bool ThreadPool::run_range(const Job& job, int64_t begin, int64_t end) noexcept {
+  int64_t i = begin;
+  try {
+    if (job.cancel) {
+      for (; i < end && !job.cancel->cancelled(); ++i) (*job.fn)(i);
+    } else {
+      for (; i < end; ++i) (*job.fn)(i);
+    }
+    return i == end;
+  } catch (...) {  // kept for the caller: an exception must not leave a worker thread
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+    return false;
   }
 }
 
@@ -93,11 +114,31 @@ void ThreadPool::worker_loop(uint64_t seen) {
   }
 }
 
+void ThreadPool::lock_call(std::unique_lock<std::timed_mutex>& call, const CancelToken* token) {
+  if (!token) {
+    call.lock();
+    return;
+  }
+  // Queued behind another caller's job: give up as soon as this call's token is cancelled.
+  while (!call.try_lock_for(std::chrono::milliseconds(1)))
+    if (token->cancelled()) throw Cancelled();
+}
+
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  std::lock_guard<std::mutex> call(call_mutex_);
+  const CancelToken* token = current_cancel_token();
+  if (token && token->cancelled()) throw Cancelled();
+  std::unique_lock<std::timed_mutex> call(call_mutex_, std::defer_lock);
+  lock_call(call, token);
   if (workers_.empty() || n == 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
+    if (!token) {
+      for (int64_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (token->cancelled()) throw Cancelled();
+      fn(i);
+    }
     return;
   }
   Job job;
@@ -106,11 +147,14 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   job.per = (n + kMaxItems - 1) / kMaxItems;
   job.items = (n + job.per - 1) / job.per;
   job.threads = num_threads_;
+  job.cancel = token;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job.id = ++next_id_;
     job_ = job;
     done_.store(0, std::memory_order_relaxed);
+    skipped_.store(false, std::memory_order_relaxed);
+    error_ = nullptr;
     claim_.store(static_cast<uint64_t>(job.id) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
   }
@@ -121,8 +165,15 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     if (spins < 4096) cpu_relax();
     else std::this_thread::yield();
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  job_.fn = nullptr;  // a worker waking now finds no job
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_.fn = nullptr;  // a worker waking now finds no job
+    job_.cancel = nullptr;
+    error = std::exchange(error_, nullptr);
+  }
+  if (error) std::rethrow_exception(error);
+  if (skipped_.load(std::memory_order_relaxed)) throw Cancelled();
 }
 
 }  // namespace bnn

@@ -2,13 +2,18 @@
 // reference, over random geometry. Built and run under AddressSanitizer + UBSan by
 // tests/native/test_sanitizers.py. Usage: bnn_selftest [cases] [seed]
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "bnn.h"
+#include "cancel.h"
 #include "thread_pool.h"
 
 namespace {
@@ -35,6 +40,105 @@ std::vector<float> reference(const std::vector<float>& x, const std::vector<floa
           out[((n * s.O + o) * OH + oh) * OW + ow] = static_cast<float>(acc);
         }
   return out;
+}
+
+// Cancellation and exceptions in the thread pool, on 1 and 2 threads. Returns the failed checks;
+// `checks` counts them all.
+int cancellation_failures(int& checks) {
+  int failed = 0;
+  auto check = [&](bool ok, const char* what, int threads) {
+    ++checks;
+    if (!ok) ++failed, std::printf("CANCEL FAILED (%d threads): %s\n", threads, what);
+  };
+  for (int threads : {1, 2}) {
+    bnn::ThreadPool pool(threads);
+    {  // cancelled by item 10: nothing after it runs on one thread, little on two
+      auto token = std::make_shared<bnn::CancelToken>();
+      bnn::CancelScope scope(token);
+      std::atomic<int64_t> ran{0};
+      bool threw = false;
+      try {
+        pool.parallel_for(200000, [&](int64_t i) {
+          ran.fetch_add(1);
+          if (i == 10) token->cancel();
+        });
+      } catch (const bnn::Cancelled&) {
+        threw = true;
+      }
+      check(threw, "a cancelled job throws Cancelled", threads);
+      check(threads == 1 ? ran.load() == 11 : ran.load() < 200000, "items after the cancel are skipped", threads);
+    }
+    {  // already cancelled, or a deadline already passed: nothing runs
+      for (auto token : {std::make_shared<bnn::CancelToken>(), std::make_shared<bnn::CancelToken>(std::chrono::seconds(0))}) {
+        if (!token->has_deadline()) token->cancel();
+        bnn::CancelScope scope(token);
+        std::atomic<int64_t> ran{0};
+        bool threw = false;
+        try {
+          pool.parallel_for(1000, [&](int64_t) { ran.fetch_add(1); });
+        } catch (const bnn::Cancelled&) {
+          threw = true;
+        }
+        check(threw && ran.load() == 0, "a token cancelled before the job runs nothing", threads);
+      }
+    }
+    {  // a deadline passing mid-job
+      auto token = std::make_shared<bnn::CancelToken>(std::chrono::milliseconds(5));
+      bnn::CancelScope scope(token);
+      std::atomic<int64_t> ran{0};
+      bool threw = false;
+      try {
+        pool.parallel_for(100000, [&](int64_t) {
+          ran.fetch_add(1);
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        });
+      } catch (const bnn::Cancelled&) {
+        threw = true;
+      }
+      check(threw && ran.load() < 100000, "a deadline stops the job", threads);
+    }
+    {  // an exception thrown in any thread reaches the caller, never std::terminate
+      bool caught = false;
+      try {
+        pool.parallel_for(10000, [&](int64_t i) {
+          if (i == 7000) throw std::runtime_error("item failed");
+        });
+      } catch (const std::runtime_error&) {
+        caught = true;
+      }
+      check(caught, "an item's exception is rethrown in the caller", threads);
+    }
+    {  // a cancelled pack leaves its output as it was; the pool still runs every item afterwards
+      std::vector<float> x(static_cast<size_t>(4 * 70 * 30 * 30), -1.0f);
+      bnn::PackedActivations packed;
+      {
+        auto token = std::make_shared<bnn::CancelToken>();
+        token->cancel();
+        bnn::CancelScope scope(token);
+        bool threw = false;
+        try {
+          bnn::pack_activations(x.data(), 4, 70, 30, 30, false, 1, 1, packed, pool);
+        } catch (const bnn::Cancelled&) {
+          threw = true;
+        }
+        check(threw && packed.N == 0 && packed.data.size() == 0, "a cancelled pack leaves its output empty", threads);
+      }
+      std::atomic<int64_t> ran{0};
+      pool.parallel_for(100000, [&](int64_t) { ran.fetch_add(1); });
+      check(ran.load() == 100000, "the pool runs every item after a cancelled job", threads);
+      // A token bound to another thread does not reach this one.
+      std::thread other([&] {
+        auto token = std::make_shared<bnn::CancelToken>();
+        token->cancel();
+        bnn::CancelScope scope(token);
+      });
+      other.join();
+      bnn::pack_activations(x.data(), 4, 70, 30, 30, false, 1, 1, packed, pool);
+      check(packed.N == 4 && packed.data.size() == static_cast<size_t>(4 * 32 * 32 * 2), "packing works afterwards",
+            threads);
+    }
+  }
+  return failed;
 }
 
 }  // namespace
@@ -130,6 +234,9 @@ int main(int argc, char** argv) {
       ++rejected;
     }
   }
-  std::printf("%d passed, %d failed\n", run - failures + rejected, failures + (8 - rejected));
-  return failures == 0 && rejected == 8 ? 0 : 1;
+  int cancel_checks = 0;
+  const int cancel_failed = cancellation_failures(cancel_checks);
+  std::printf("%d passed, %d failed\n", run - failures + rejected + cancel_checks - cancel_failed,
+              failures + (8 - rejected) + cancel_failed);
+  return failures == 0 && rejected == 8 && cancel_failed == 0 ? 0 : 1;
 }

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import resource
+import time
+
 import pytest
 import torch
 
-from service.kernel import BinaryConv2d, BinaryConv2dForward, binary_conv2d, pack_weights, set_num_threads
+from service import _core
+from service.kernel import (
+    BinaryConv2d,
+    BinaryConv2dForward,
+    InferenceConv,
+    binary_conv2d,
+    pack_activations,
+    pack_weights,
+    set_num_threads,
+)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +82,66 @@ def test_module_rejects_bad_construction():
         BinaryConv2d(6, 4, 3, groups=4)
     with pytest.raises(ValueError, match="pad_value"):
         BinaryConv2d(6, 4, 3, pad_value=5)
+
+
+# ---- sane bounds: refused before anything is allocated ------------------------------------
+
+LIMIT = _core.MAX_BUFFER_BYTES
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _too_large(buffer: str) -> str:
+    return rf"{buffer} would need \d+ bytes, over the limit of {LIMIT} bytes"
+
+
+@pytest.mark.parametrize("padding", [11585, 65536])
+def test_padding_that_needs_gigabytes_is_refused_without_allocating(padding):
+    """A 1x1 input with padding p asks for a (2p + 1)^2-word packed input: 4.3 GB at p = 11585."""
+    x, w = torch.randn(1, 1, 1, 1), torch.randn(1, 1, 1, 1)
+    before = _peak_rss_bytes()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=_too_large("padded packed input")) as info:
+        binary_conv2d(x, w, padding=padding)
+    assert str((2 * padding + 1) ** 2 * 8) in str(info.value)
+    with pytest.raises(ValueError, match=_too_large("padded packed input")):
+        pack_activations(x, padding)
+    assert time.perf_counter() - start < 1.0
+    assert _peak_rss_bytes() - before < 64 << 20
+
+
+def test_just_under_the_limit_is_accepted():
+    """Padding 11584 needs 4,294,420,488 bytes: allowed, so the limit is where it says."""
+    assert (2 * 11584 + 1) ** 2 * 8 <= LIMIT < (2 * 11585 + 1) ** 2 * 8
+
+
+def test_float_output_over_the_limit_is_refused():
+    # 65536 channels of 513x513 float32: 69 GB, from a 1-pixel input and a 256 KiB weight
+    before = _peak_rss_bytes()
+    with pytest.raises(ValueError, match=_too_large("float32 output")):
+        binary_conv2d(torch.randn(1, 1, 1, 1), torch.randn(65536, 1, 1, 1), padding=256)
+    assert _peak_rss_bytes() - before < 64 << 20
+
+
+def test_packed_output_over_the_limit_is_refused():
+    layer = InferenceConv(pack_weights(torch.randn(4, 8, 3, 3)), padding=1)
+    x = torch.randn(1, 8, 5, 5)
+    with pytest.raises(ValueError, match=_too_large("packed output")):
+        layer.sign_packed(x, out_padding=1 << 16)
+    with pytest.raises(ValueError, match="output padding height must be <= 1048576"):
+        layer.sign_packed(x, out_padding=(1 << 20) + 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"padding": (1 << 20) + 1}, "padding must be <= 1048576"),
+        ({"stride": (1, 1 << 21)}, "stride width must be <= 1048576"),
+        ({"dilation": (1 << 62, 1)}, "dilation height must be <= 1048576"),
+    ],
+)
+def test_geometry_beyond_the_bounds_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        binary_conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 1, 1), **kwargs)
