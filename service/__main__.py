@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from service.api import Settings, create_app
+    from service.api.protocol import protocol_class
 
     settings = Settings()
     parser = argparse.ArgumentParser(prog="bnn-serve", description=__doc__.splitlines()[0])
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one JSON line per request itself
+        http=protocol_class(settings),  # header timeout and connection cap, refused in JSON (not limit_concurrency)
+        timeout_keep_alive=settings.keepalive_timeout_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         proxy_headers=False,
     )
