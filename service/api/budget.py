@@ -74,7 +74,8 @@ class MemoryBudget:
                 self._give_back(nbytes)
             else:
                 waiter.future.cancel()
-                self._waiters.remove(waiter)
+                if waiter in self._waiters:  # _wake() drops cancelled waiters it meets first
+                    self._waiters.remove(waiter)
                 self._wake()  # a large waiter at the head may have been blocking smaller ones
             if isinstance(exc, asyncio.CancelledError):
                 raise
