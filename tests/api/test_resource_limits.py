@@ -203,3 +203,18 @@ async def test_v2_json_over_the_value_limit_is_413(store):
     async with serve(store, max_json_values=200) as client:
         r = await client.post("/v2/models/tiny/infer", json=infer(torch.randn(2, 1, 12, 12)))
         assert r.status_code == 413 and "binary_data_size" in r.json()["error"]
+
+
+async def test_waiter_cancelled_as_the_budget_frees_up():
+    """The waiter's future is cancelled first, then a release runs _wake (which drops it) before the
+    waiter's own clean-up: no error, nothing held, nobody left waiting."""
+    budget = MemoryBudget(10, wait_s=5)
+    held = await budget.reserve(10, "held")
+    waiter = asyncio.ensure_future(budget.reserve(10, "w"))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    held.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.used == 0 and not budget._waiters
+    assert (await budget.reserve(10, "again")).nbytes == 10
