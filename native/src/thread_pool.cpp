@@ -16,6 +16,38 @@ inline void cpu_relax() {
   __builtin_ia32_pause();
 #endif
 }
+
+// Asked before each item whether the job must stop: the token's flag every time (one relaxed
+// load); with a deadline, the clock only every `every_` items, sized from the items' own pace so
+// that reads are ~10 us apart. A read costs ~30 ns on a VM: before each item it slowed 1x1 convs
+// (items of ~0.4 us) by 2-5%. A deadline is then seen within max(one item, ~10 us).
+class StopCheck {
+ public:
+  explicit StopCheck(const CancelToken& token) : token_(token) {}
+  bool operator()() {
+    if (token_.cancel_requested()) return true;
+    if (!token_.has_deadline()) return false;
+    if (since_ < every_) {
+      ++since_;
+      return false;
+    }
+    const auto now = CancelToken::Clock::now();
+    if (now >= token_.deadline()) return true;
+    if (since_ > 0) {
+      const int64_t per_item = std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count() / since_;
+      every_ = per_item > 0 ? std::clamp<int64_t>(kClockPeriodNs / per_item, 1, kMaxEvery) : kMaxEvery;
+    }
+    last_ = now;
+    since_ = 1;
+    return false;
+  }
+
+ private:
+  static constexpr int64_t kClockPeriodNs = 10000, kMaxEvery = 64;
+  const CancelToken& token_;
+  CancelToken::Clock::time_point last_{};
+  int64_t every_ = 0, since_ = 0;  // items started since the last clock read
+};
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) { start(num_threads); }
@@ -82,7 +114,8 @@ bool ThreadPool::run_range(const Job& job, int64_t begin, int64_t end) noexcept 
   int64_t i = begin;
   try {
     if (job.cancel) {
-      for (; i < end && !job.cancel->cancelled(); ++i) (*job.fn)(i);
+      StopCheck stop(*job.cancel);
+      for (; i < end && !stop(); ++i) (*job.fn)(i);
     } else {
       for (; i < end; ++i) (*job.fn)(i);
     }
@@ -135,8 +168,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
       for (int64_t i = 0; i < n; ++i) fn(i);
       return;
     }
+    StopCheck stop(*token);
     for (int64_t i = 0; i < n; ++i) {
-      if (token->cancelled()) throw Cancelled();
+      if (stop()) throw Cancelled();
       fn(i);
     }
     return;
