@@ -24,13 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port, help=f"TCP port (default {settings.port})")
     args = parser.parse_args(argv)
     settings = settings.model_copy(update={"host": args.host, "port": args.port})
+    app = create_app(settings)
+    refusals = app.state.service.metrics.connection_refusals
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # the app logs one JSON line per request itself
-        http=protocol_class(settings),  # header timeout and connection cap, refused in JSON (not limit_concurrency)
+        # header timeout and connection cap, refused in JSON (not limit_concurrency), counted in the metrics
+        http=protocol_class(settings, on_refusal=lambda reason: refusals.labels(reason).inc()),
         timeout_keep_alive=settings.keepalive_timeout_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         proxy_headers=False,

@@ -42,6 +42,10 @@ class ServiceMetrics:
             ["model"], buckets=_BATCH_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge("bnn_queue_depth", "Images waiting in the batch queue, per model.", ["model"], registry=r)
+        self.connection_refusals = Counter(
+            "bnn_http_connection_refusals", "Connections answered and closed by the HTTP protocol layer, before the "
+            "app: header timeout, connection cap, unparseable request.", ["reason"], registry=r,
+        )
         self.memory_reserved = Gauge(
             "bnn_memory_reserved_bytes", "Bytes of the memory budget that in-flight requests hold.", registry=r,
         )

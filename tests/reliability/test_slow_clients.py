@@ -321,6 +321,11 @@ def test_slow_headers_beyond_the_cap_get_503_at_once_and_the_server_recovers(gua
         for _ in range(MAX_CONNECTIONS + 10):
             assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics").text  # the refusals are counted, by reason
+    counted = {line.split("} ")[0]: float(line.split("} ")[1]) for line in metrics.splitlines()
+               if line.startswith("bnn_http_connection_refusals_total{")}
+    assert counted['bnn_http_connection_refusals_total{reason="connection_limit"'] >= len(refused)
+    assert 'bnn_http_connection_refusals_total{reason="header_timeout"}' in metrics
 
 
 # ---- both parsers uvicorn may pick, in process -----------------------------------------------
