@@ -247,7 +247,7 @@ std::shared_ptr<const CorrectionTable> PackedWeights::correction(const ConvShape
   const int32_t factor = s.pad_value - 1;
   // sums[(a * (KW + 1) + b) * 16 + j]: channel j's tap sums over kernel rows < a and columns < b,
   // so the taps inside a class's rectangle sum in four look-ups (outside = all - inside) and the
-  // table costs O(taps + classes), not O(taps x classes). |partial sums| <= C * KH * KW <= 2^24.
+  // table costs O(taps + class pairs), not O(taps x class pairs). |partial sums| <= C * KH * KW <= 2^24.
   const int64_t KW1 = KW + 1;
   std::vector<int32_t> sums(static_cast<size_t>((KH + 1) * KW1 * kOutBlock), 0);
   auto at = [&](int64_t a, int64_t b) { return sums.data() + (a * KW1 + b) * kOutBlock; };

@@ -10,8 +10,9 @@
 //
 // Cancellation: a job takes the calling thread's current CancelToken (cancel.h) and every thread
 // checks it before each item; skipped items still count as done, so the caller's wait ends
-// within one item of the cancel, and parallel_for then throws Cancelled. Exceptions never cross
-// a thread: one thrown by fn in a worker is caught there and rethrown in the caller.
+// within one item of cancel() (of a deadline: one item or ~10 us, whichever is longer), and
+// parallel_for then throws Cancelled. Exceptions never cross a thread: one thrown by fn in a
+// worker is caught there and rethrown in the caller.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -59,7 +60,7 @@ class ThreadPool {
   int num_threads_ = 1;
   std::vector<std::thread> workers_;
   std::timed_mutex call_mutex_;  // one job at a time; a caller with a token waits cancellably
-  std::mutex mutex_;       // guards job_ and stopping_
+  std::mutex mutex_;             // guards job_, error_ and stopping_
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};  // bumped to wake the workers (new job or stop)
   std::atomic<uint64_t> claim_{0};       // (job id << 32) | next item

@@ -88,8 +88,8 @@ def test_cancel_from_another_thread_stops_a_long_conv(weights, num_threads):
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True)
 def test_deadline_stops_a_long_conv(weights, num_threads):
     x, uncancelled = long_conv(weights)
-    token = kernel.CancelToken(timeout_s=0.05)
     start = time.perf_counter()
+    token = kernel.CancelToken(timeout_s=0.05)
     raised_at = run_cancelled(token, lambda: kernel.binary_conv2d(x, weights, padding=K // 2))
     assert token.cancelled
     assert 0.05 <= raised_at - start < 0.5 * uncancelled, (raised_at - start, uncancelled)
@@ -138,7 +138,7 @@ def test_exact_after_cancelled_calls(weights, isa):
     previous_threads = kernel.get_num_threads()
     g = torch.Generator().manual_seed(4)
     x, w = torch.randn(2, 100, 13, 17, generator=g), torch.randn(24, 100, 3, 3, generator=g)
-    big = torch.randn(1, C, SIZE, SIZE, generator=g)
+    big = torch.randn(4, C, SIZE, SIZE, generator=g)  # > 0.1 s: the deadline passes mid-job
     expected = {pad_value: F.conv2d(F.pad(kernel.sign(x), (1, 1, 1, 1), value=float(pad_value)), kernel.sign(w),
                                     stride=(1, 2))
                 for pad_value in (0, 1, -1)}
@@ -191,20 +191,22 @@ def test_queued_call_gives_up_at_its_deadline(weights):
     """A call waiting for the kernel behind another thread's long call stops waiting when its own
     token is cancelled; the long call is unaffected."""
     x, uncancelled = long_conv(weights)
+    layer = kernel.InferenceConv(weights, padding=K // 2)
+    packed = kernel.pack_activations(x, K // 2)  # so the long call is one job, with no gap to slip into
     started = threading.Event()
     results: list[torch.Tensor] = []
 
     def long_call() -> None:
         started.set()
-        results.append(kernel.binary_conv2d(x, weights, padding=K // 2))
+        results.append(layer(packed))
 
     thread = threading.Thread(target=long_call)
     thread.start()
     assert started.wait(10)
     time.sleep(0.02)
     start = time.perf_counter()
-    raised_at = run_cancelled(kernel.CancelToken(timeout_s=0.05),
-                              lambda: kernel.binary_conv2d(x[:1], weights, padding=K // 2))
+    # (as long as the other call: if it has not started yet, this one is cancelled while running)
+    raised_at = run_cancelled(kernel.CancelToken(timeout_s=0.05), lambda: kernel.binary_conv2d(x, weights, padding=K // 2))
     thread.join()
     assert raised_at - start < 0.5 * uncancelled, (raised_at - start, uncancelled)
     assert len(results) == 1 and results[0].shape == (x.shape[0], O, SIZE, SIZE)

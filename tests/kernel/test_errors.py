@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import resource
+import subprocess
+import sys
 import time
 
 import pytest
@@ -145,3 +147,22 @@ def test_packed_output_over_the_limit_is_refused():
 def test_geometry_beyond_the_bounds_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         binary_conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 1, 1), **kwargs)
+
+
+def test_failed_allocation_is_a_memory_error():
+    """Under the limit but more than the process may map (RLIMIT_AS, in a child process): the
+    core's std::bad_alloc reaches Python as MemoryError, and the process lives on."""
+    child = """
+import resource, torch
+from service.kernel import binary_conv2d
+vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+try:
+    binary_conv2d(torch.randn(1, 1, 1, 1), torch.randn(1, 1, 1, 1), padding=8000)  # 2 GB packed input
+except MemoryError:
+    print("MemoryError")
+print(binary_conv2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 3, 3)).item())
+"""
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["MemoryError", "9.0"]
