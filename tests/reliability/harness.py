@@ -51,12 +51,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process (VmRSS), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory the process has had (VmHWM) since it started or since
+    :func:`reset_peak_rss`, in bytes."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def reset_peak_rss(pid: int) -> int:
+    """Reset the process's VmHWM to its current VmRSS (writing 5 to clear_refs; needs the same
+    user or root) and return that VmRSS: the baseline a later :func:`peak_rss_bytes` is read against."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return rss_bytes(pid)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used, all threads, user + system (/proc/<pid>/stat utime + stime;
+    the kernel counts it in clock ticks, usually 10 ms)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def mem_available_bytes() -> int:
+    """The machine's MemAvailable (/proc/meminfo), in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 @dataclass
@@ -89,15 +124,18 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(model_store: Path, log_dir: Path | None = None, ready_timeout: float = 90.0, **settings) -> Server:
-    """Start the service on a free loopback port with BNN_<NAME>=value for each setting; wait until ready."""
+def start_server(model_store: Path, log_dir: Path | None = None, ready_timeout: float = 90.0,
+                 launcher: list[str] | None = None, **settings) -> Server:
+    """Start the service on a free loopback port with BNN_<NAME>=value for each setting; wait until ready.
+    ``launcher`` replaces ``python -m service`` (it gets ``--host``/``--port`` appended), e.g. to serve another build."""
     port = free_port()
     env = {**os.environ, "BNN_MODEL_STORE": str(model_store), "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "warning"}
     env.update({f"BNN_{k.upper()}": str(v) for k, v in settings.items()})
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="bnn-server-"))
     log = log_dir / f"server-{port}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+        command = launcher or [sys.executable, "-m", "service"]
+        proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, log, env)
     deadline = time.monotonic() + ready_timeout
