@@ -132,6 +132,29 @@ def check_served_code(server: Server, before: bool) -> str:
     return kernel.active_isa()
 
 
+def run_catalogue(cases, store: Path, logs: Path, *, launch=None, before: bool = False, limit_s: float = 60.0,
+                  min_available: int = 6 * GIB, echo: bool = False) -> tuple[str | None, list]:
+    """Each case against a fresh server of its own settings, one at a time: (the kernel path served,
+    [(case, Outcome)]). A server that logged a traceback or died makes its case a problem."""
+    isa, results = None, []
+    for case in cases:
+        server = start_server(store, log_dir=logs, launcher=launch, **case.server_settings())
+        try:
+            if isa is None:
+                isa = check_served_code(server, before)
+            out = attacks.run(case, server, limit_s=limit_s, min_available=min_available)
+        finally:
+            code = server.terminate()
+        if "Traceback" in server.output():
+            out.problem = "; ".join(filter(None, [out.problem, "the server logged an unhandled error"]))
+        if code not in (0, -15, -9):
+            out.problem = "; ".join(filter(None, [out.problem, f"the server exited with {code}"]))
+        results.append((case, out))
+        if echo:
+            print(row(case, out), flush=True)
+    return isa, results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", action="store_true", help="serve the old code (see --before-tree/--before-core)")
@@ -158,24 +181,11 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="bnn-attacks-logs-"))
     commit = subprocess.run(["git", "-C", str(args.before_tree if args.before else REPO), "rev-parse", "--short",
                              "HEAD"], capture_output=True, text=True).stdout.strip()
-    isa = None
-    rows = []
     load_before = _load()
     started = time.monotonic()
-    for case in cases:
-        server = start_server(store, log_dir=logs, launcher=launcher(args), **case.server_settings())
-        try:
-            if isa is None:
-                isa = check_served_code(server, args.before)
-            out = attacks.run(case, server, limit_s=args.limit_s, min_available=int(args.min_available_gib * GIB))
-        finally:
-            code = server.terminate()
-        if "Traceback" in server.output():
-            out.problem = "; ".join(filter(None, [out.problem, "the server logged an unhandled error"]))
-        if code not in (0, -15, -9):
-            out.problem = "; ".join(filter(None, [out.problem, f"the server exited with {code}"]))
-        rows.append(row(case, out))
-        print(rows[-1], flush=True)
+    isa, results = run_catalogue(cases, store, logs, launch=launcher(args), before=args.before, limit_s=args.limit_s,
+                                 min_available=int(args.min_available_gib * GIB), echo=True)
+    rows = [row(case, out) for case, out in results]
 
     mode = "before (old code)" if args.before else "after"
     lines = [

@@ -10,6 +10,8 @@ Scenarios (each on its own loopback server where its settings differ):
   slow clients  uploads trickled byte by byte over seconds while others are served; their latency
   graceful stop SIGTERM under load: requests in flight answered, new ones refused, exit within the grace time
   hostile       tests/reliability's catalogue (images, /conv, /v2), model-store faults, schemathesis, API key
+  resources     tests/reliability/attacks.py (via bench/resource_attacks.py): one row per class of resource attack,
+                with its statuses, the server's peak RSS, the worst /healthz latency and the CPU release
 All traffic goes to 127.0.0.1 and every scenario is bounded in requests and seconds.
 """
 
@@ -37,7 +39,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.resource_attacks import run_catalogue  # noqa: E402
 from service.api.config import Settings  # noqa: E402
+from tests.reliability import attacks as resource_attacks  # noqa: E402
 from tests.reliability.harness import Server, fashion_model_into, running_server, start_server  # noqa: E402
 
 GRACEFUL_SHUTDOWN_S = Settings.model_fields["graceful_shutdown_s"].default  # the servers here run with defaults
@@ -399,6 +403,41 @@ def _status_counts(outcomes) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0])))
 
 
+RESOURCE_CLASSES = {
+    "a": ("Padding beyond the kernel's reach", "tiny /conv requests with padding (and stride) 65536 and 11585, and a "
+          "4096-channel b64 one with padding 2047"),
+    "b": ("Output amplification", "41 KB /conv asking for a [1,4095,64,64] answer as JSON and as b64, one and ten at "
+          "once"),
+    "c": ("/v2 outputs and inputs", "one output listed 10,000 times at batch 512, listed twice, unknown, a wrongly "
+          "named input, no outputs (all expected)"),
+    "d": ("/predict decompression", "64 RGB PNGs of 4096x4096 (3 MB) in one request, and 4 of them (exactly the "
+          "pixel budget)"),
+    "e": ("Deadlines stop work", "a 2^36-op /conv with BNN_REQUEST_TIMEOUT_S=2, and the same with the client gone "
+          "after 0.5 s"),
+    "f": ("Memory budget", "8 heavy b64 /conv at once against BNN_MEMORY_BUDGET_BYTES=256 MiB"),
+    "g": ("Smaller ones", "disconnect mid-body, API key before a 16 MB body, repeated query parameter, numbers as "
+          "strings or booleans"),
+}
+
+
+def _resource_row(group: str, results_of_group: list) -> tuple:
+    title, tried = RESOURCE_CLASSES.get(group, (group, ""))
+    bad = [(c, o) for c, o in results_of_group if o.problem]
+    statuses = collections.Counter(s if s is not None else "no answer" for _, o in results_of_group for s in o.statuses)
+    rss = [o.peak_rss_delta for _, o in results_of_group if o.peak_rss_delta is not None]
+    health = [o.health.worst_s for _, o in results_of_group if o.health is not None]
+    release = [o.cpu_release_s for _, o in results_of_group if o.cpu_release_s is not None]
+    result = (f"{len(results_of_group) - len(bad)}/{len(results_of_group)} cases as expected (statuses "
+              f"{', '.join(f'{k}: {v}' for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0])))}); "
+              f"peak RSS at most {max(rss) / (1 << 20):+.1f} MiB over the server's RSS before the case; worst "
+              f"/healthz {max(health) * 1000:.0f} ms" if rss and health else "no figures")
+    if release:
+        result += f"; CPU busy at most {max(release) * 1000:.0f} ms after the 504 or the client leaving"
+    if bad:
+        result += "; " + "; ".join(f"{c.id}: {o.problem}" for c, o in bad[:3])
+    return (title, tried, sum(len(o.statuses) for _, o in results_of_group), result, _mark(not bad))
+
+
 def render(results: dict, meta: dict) -> str:
     rows = []
     s = results.get("soak")
@@ -486,6 +525,8 @@ def render(results: dict, meta: dict) -> str:
                      f"401 everywhere without it except {', '.join(a['open_paths'])}; "
                      f"{len(a['problems'])} problems" + (": " + "; ".join(a["problems"][:3]) if a["problems"] else ""),
                      _mark(not a["problems"])))
+    for group, results_of_group in (results.get("resources") or {}).items():
+        rows.append(_resource_row(group, results_of_group))
     lines = [
         "# Reliability and security: measured",
         "",
@@ -515,6 +556,13 @@ async def _async_main(args, store: Path, mix: Mix, results: dict) -> None:
             results["hostile"] = await asyncio.to_thread(hostile, server, store, mix, args.fuzz_examples)
     results["overload"] = await overload(store, mix, args.burst)
     results["graceful"] = await graceful_stop(store, mix)
+    if not args.skip_resources:
+        logs = Path(tempfile.mkdtemp(prefix="bnn-soak-attacks-"))
+        _, outcomes = await asyncio.to_thread(run_catalogue, resource_attacks.catalogue(), store, logs)
+        grouped: dict[str, list] = {}
+        for case, outcome in outcomes:
+            grouped.setdefault(case.group, []).append((case, outcome))
+        results["resources"] = grouped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -526,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-seconds", type=float, default=4.0)
     parser.add_argument("--fuzz-examples", type=int, default=25)
     parser.add_argument("--skip-hostile", action="store_true")
+    parser.add_argument("--skip-resources", action="store_true", help="skip the resource-attack catalogue")
     parser.add_argument("--report", type=Path, help="write the markdown report here")
     args = parser.parse_args(argv)
     import schemathesis
