@@ -345,6 +345,8 @@ def _padding_cases() -> list[Attack]:
 def _amplification_cases() -> list[Attack]:
     small = functools.cache(lambda: conv_body([1, 1, 64, 64], [4095, 1, 1, 1], b64=False))
     small_b64 = functools.cache(lambda: conv_body([1, 1, 64, 64], [4095, 1, 1, 1], b64=True))
+    largest_b64 = functools.cache(lambda: conv_body([1, 1, 64, 64], [3000, 1, 1, 1], b64=True))
+    largest_json = functools.cache(lambda: conv_body([1, 1, 500, 500], [1, 1, 1, 1], b64=False))
     common = dict(group="b", expect=frozenset({413}), max_rss_delta=50 * MIB, max_health_s=0.1)
     return [
         Attack("b-json-answer", description="a 4096-value input and 4095 1x1 filters as JSON: a 16.8 M-value "
@@ -356,6 +358,18 @@ def _amplification_cases() -> list[Attack]:
                sent="10 x /conv [1,1,64,64] x [4095,1,1,1] JSON, at once",
                send=lambda server: Exchange(concurrently(10, lambda: post_conv(server, small()))),
                slow=True, **common),
+        # The largest answers that are allowed: built off the event loop, so /healthz stays answered.
+        Attack("b-b64-largest-accepted", description="3000 1x1 filters in base64: a 62.5 MiB base64 answer, just under "
+               "BNN_MAX_RESPONSE_BYTES", sent="/conv [1,1,64,64] x [3000,1,1,1] b64",
+               send=_conv(largest_b64), group="b", expect=frozenset({200}), max_rss_delta=400 * MIB,
+               max_health_s=0.1, slow=True),
+        Attack("b-b64-largest-x3", description="three of them at once", sent="3 x /conv [1,1,64,64] x [3000,1,1,1] b64, "
+               "at once", send=lambda server: Exchange(concurrently(3, lambda: post_conv(server, largest_b64()))),
+               group="b", expect=frozenset({200, 503}), max_rss_delta=1200 * MIB, max_health_s=0.1, slow=True),
+        Attack("b-json-largest-accepted", description="250,000 values in and out as JSON, just under "
+               "BNN_MAX_JSON_VALUES", sent="/conv [1,1,500,500] x [1,1,1,1] JSON",
+               send=_conv(largest_json), group="b", expect=frozenset({200}), max_rss_delta=200 * MIB,
+               max_health_s=0.1, slow=True),
     ]
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from service import kernel
 from service.api.config import Settings
-from service.api.cost import ConvCost, check_json_values, check_response_bytes, conv_cost, count_json_values
+from service.api.cost import PY_FLOAT, ConvCost, check_json_values, check_response_bytes, conv_cost, count_json_values
 from service.api.deps import ApiKeyDep, ServiceState, StateDep
 from service.api.errors import InvalidInput, InvalidParameter, ModelNotFound, PayloadTooLarge
 from service.api.guard import BudgetedResponse, run_cancellable, run_codec
@@ -219,8 +219,18 @@ _CONV_BODY = {
 async def conv(state: StateDep, request: Request) -> BudgetedResponse:
     settings = state.settings
     body = await request.body()
-    check_json_values(count_json_values(body), settings.max_json_values, "the request body",
-                      "large tensors as base64 ('b64')")
+    values = count_json_values(body)
+    check_json_values(values, settings.max_json_values, "the request body", "large tensors as base64 ('b64')")
+    # Parsed JSON numbers are Python floats, 32 bytes each, beyond the body's own reservation.
+    parsed = await state.budget.reserve(PY_FLOAT * values, "parsing the request")
+    try:
+        return await _conv(state, request, body)
+    finally:
+        parsed.release()
+
+
+async def _conv(state: ServiceState, request: Request, body: bytes) -> BudgetedResponse:
+    settings = state.settings
     req = await run_codec(_parse, body)
     del body
     plan = _plan(req, state)

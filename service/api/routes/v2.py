@@ -80,9 +80,10 @@ async def model_ready(state: StateDep, name: str) -> JSONResponse:
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def _read_request(request: Request, max_json_values: int) -> tuple[V2InferRequest, bytes]:
-    """The JSON inference request and the binary tensor data that follows it (empty without the
-    extension); the JSON is parsed off the event loop, once its size is known to be bounded."""
+async def _read_request(request: Request, max_json_values: int) -> tuple[V2InferRequest, bytes, int]:
+    """The JSON inference request, the binary tensor data that follows it (empty without the
+    extension) and a bound of the numbers in the JSON; the JSON is parsed off the event loop, once
+    its size is known to be bounded."""
     body = await request.body()
     declared = request.headers.get(BINARY_HEADER)
     if declared is None:
@@ -95,9 +96,10 @@ async def _read_request(request: Request, max_json_values: int) -> tuple[V2Infer
         if not 0 < n <= len(body):
             raise InvalidInput(f"{BINARY_HEADER} is {n}, but the body has {len(body)} bytes")
         header, binary = body[:n], body[n:]
-    check_json_values(count_json_values(header), max_json_values, "the request's JSON",
+    values = count_json_values(header)
+    check_json_values(values, max_json_values, "the request's JSON",
                       "the input as binary tensor data (the binary_data_size parameter)")
-    return await run_codec(_parse, header), binary
+    return await run_codec(_parse, header), binary, values
 
 
 def _parse(header: bytes) -> V2InferRequest:
@@ -242,7 +244,7 @@ _INFER_BODY = {
 async def infer(state: StateDep, name: str, request: Request) -> BudgetedResponse:
     model, batcher = state.resolve(name)
     settings = state.settings
-    req, binary = await _read_request(request, settings.max_json_values)
+    req, binary, values_in = await _read_request(request, settings.max_json_values)
     requested = _requested_outputs(req)
     images = _declared_batch(req, settings.max_queue_size)
     response_bytes, json_values = _response_size(requested, images, model)
@@ -251,8 +253,10 @@ async def infer(state: StateDep, name: str, request: Request) -> BudgetedRespons
     check_response_bytes(response_bytes, settings.max_response_bytes, "the response")
     spec = model.input
     input_bytes = FLOAT32 * images * spec.channels * spec.height * spec.width
-    # the input (and its float32 copy), the logits and probabilities, their serialised form, the body
-    peak = 2 * input_bytes + 2 * FLOAT32 * images * model.num_classes + PY_FLOAT * json_values + 2 * response_bytes
+    # the parsed JSON's numbers, the input (and its float32 copy), the logits and probabilities, their
+    # serialised form, the body
+    peak = (PY_FLOAT * values_in + 2 * input_bytes + 2 * FLOAT32 * images * model.num_classes + PY_FLOAT * json_values
+            + 2 * response_bytes)
     reservation = await state.budget.reserve(peak, f"this inference of {images} images")
     try:
         batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
