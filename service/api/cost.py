@@ -65,12 +65,12 @@ class ConvCost:
     def peak_bytes(self) -> int:
         """Everything the request allocates that is alive at once, at worst: decoded b64 bytes and
         the float input and weight (twice: a strided view is copied to contiguous), the packed input
-        and weights (plain and pair form), the float output, its serialised form (Python floats of
-        a JSON answer, the raw bytes of a b64 one) and the response body (its pieces, then the joined body)."""
+        and weights (plain and pair form), the float output, and the response body's pieces (a b64
+        answer encodes the output's own bytes; a JSON one converts 2^14 values at a time)."""
         tensors = 3 * FLOAT32 * (self.input_elements + self.weight_elements)
-        serialised = PY_FLOAT * self.json_values_out if self.json_values_out else FLOAT32 * self.output_elements
+        step = PY_FLOAT * min(self.json_values_out, 1 << 14)
         return (tensors + self.packed_input_bytes + 3 * self.packed_weight_bytes + FLOAT32 * self.output_elements
-                + serialised + 2 * self.response_bytes)
+                + step + self.response_bytes)
 
 
 def conv_cost(in_shape, w_shape, out_hw, padding, *, json_out: bool, weight_given: bool) -> ConvCost:

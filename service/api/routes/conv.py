@@ -183,16 +183,22 @@ _JSON_CHUNK = 1 << 14  # values serialised per step: the interpreter lock is rel
 _B64_CHUNK = 3 << 20  # raw bytes encoded per step (a multiple of 3: the pieces concatenate)
 
 
-def _encode(out: torch.Tensor, as_b64: bool) -> bytes:
-    """The response body, built in steps of a few milliseconds each (see guard.run_codec)."""
+def _encode(out: torch.Tensor, as_b64: bool) -> list[bytes]:
+    """The response body as pieces, each built in a few milliseconds (see guard.run_codec), never
+    joined: BudgetedResponse sends them one after another."""
     head = b'{"shape":' + json.dumps(list(out.shape)).encode() + b',"dtype":"float32",'
     values = out.contiguous().numpy().reshape(-1)
     if as_b64:
-        raw = memoryview(values.astype("<f4", copy=False).tobytes())
-        parts = [base64.b64encode(raw[i : i + _B64_CHUNK]) for i in range(0, len(raw), _B64_CHUNK)]
-        return b"".join([head, b'"b64":"', *parts, b'"}'])
-    parts = [json.dumps(values[i : i + _JSON_CHUNK].tolist())[1:-1].encode() for i in range(0, values.size, _JSON_CHUNK)]
-    return b"".join([head, b'"data":[', b",".join(parts), b"]}"])
+        raw = memoryview(values.astype("<f4", copy=False)).cast("B")  # the output's own bytes, no copy
+        return [head, b'"b64":"', *(base64.b64encode(raw[i : i + _B64_CHUNK]) for i in range(0, len(raw), _B64_CHUNK)),
+                b'"}']
+    parts = [head, b'"data":[']
+    for i in range(0, values.size, _JSON_CHUNK):
+        if i:
+            parts.append(b",")
+        parts.append(json.dumps(values[i : i + _JSON_CHUNK].tolist())[1:-1].encode())
+    parts.append(b"]}")
+    return parts
 
 
 _CONV_BODY = {

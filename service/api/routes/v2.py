@@ -298,11 +298,11 @@ def _response_size(requested, images: int, model) -> tuple[int, int]:
     return nbytes, values
 
 
-def _encode(requested, logits: torch.Tensor, model, request_id: str | None) -> tuple[bytes, dict[str, str]]:
-    """The response body, and its headers when binary outputs follow the JSON."""
+def _encode(requested, logits: torch.Tensor, model, request_id: str | None) -> tuple[list[bytes], dict[str, str]]:
+    """The response body's pieces, and its headers when binary outputs follow the JSON."""
     outputs, blob = _outputs(requested, logits, list(model.labels))
     response = V2InferResponse(model_name=model.name, model_version=str(model.version), id=request_id, outputs=outputs)
     header = response.model_dump_json(exclude_none=True).encode()
     if not any(binary for _, _, binary in requested):
-        return header, {}
-    return header + blob, {BINARY_HEADER: str(len(header))}
+        return [header], {}
+    return [header, blob], {BINARY_HEADER: str(len(header))}
