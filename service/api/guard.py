@@ -15,7 +15,6 @@ its answer without letting a client that never reads it pin memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -108,19 +107,15 @@ async def until_disconnect(request: Request, awaitable: Awaitable[T], what: str)
     awaitable is then cancelled, which for a batcher's predict() withdraws the request's rows)."""
     task = asyncio.ensure_future(awaitable)
     gone = asyncio.ensure_future(_disconnected(request.receive))
+    gone.add_done_callback(lambda g: None if g.cancelled() else task.cancel())
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await task  # cancelling this coroutine cancels the task too
     except asyncio.CancelledError:
-        task.cancel()
+        if gone.done() and not gone.cancelled():
+            raise ClientDisconnected(f"the client disconnected; {what} was withdrawn") from None
         raise
     finally:
         gone.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise ClientDisconnected(f"the client disconnected; {what} was withdrawn")
 
 
 class BudgetedResponse(Response):

@@ -218,3 +218,41 @@ async def test_waiter_cancelled_as_the_budget_frees_up():
         await waiter
     assert budget.used == 0 and not budget._waiters
     assert (await budget.reserve(10, "again")).nbytes == 10
+
+
+async def test_a_client_that_leaves_is_counted_499_and_its_rows_withdrawn(store, tiny_model):
+    """The model is held; the client disconnects while its request waits: the request ends at once as 499
+    (not after the model, not as 500), and the held batch, whose only request left, is not answered."""
+    import json as json_
+
+    async with serve(store) as client:
+        app = client.app
+        tiny_model.gate.clear()
+        body = json_.dumps(infer(torch.randn(1, 1, 12, 12))).encode()
+        calls = 0
+
+        async def receive():
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(0.2)
+            return {"type": "http.disconnect"}
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v2/models/tiny/infer", "raw_path": b"/v2/models/tiny/infer",
+                 "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+                 "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": None,
+                 "root_path": ""}
+        try:
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(app(scope, receive, send), 5)
+            assert asyncio.get_running_loop().time() - started < 2
+        finally:
+            tiny_model.gate.set()
+        metrics = (await client.get("/metrics")).text
+        assert 'bnn_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="499"} 1.0' in metrics
