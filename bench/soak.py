@@ -39,7 +39,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.resource_attacks import run_catalogue  # noqa: E402
+from bench.resource_attacks import cpu_name, run_catalogue  # noqa: E402
+from service import kernel  # noqa: E402
 from service.api.config import Settings  # noqa: E402
 from tests.reliability import attacks as resource_attacks  # noqa: E402
 from tests.reliability.harness import Server, fashion_model_into, running_server, start_server  # noqa: E402
@@ -407,7 +408,7 @@ RESOURCE_CLASSES = {
     "a": ("Padding beyond the kernel's reach", "tiny /conv requests with padding (and stride) 65536 and 11585, and a "
           "4096-channel b64 one with padding 2047"),
     "b": ("Output amplification", "41 KB /conv asking for a [1,4095,64,64] answer as JSON and as b64, one and ten at "
-          "once"),
+          "once; and the largest answers allowed (62.5 MiB b64, three at once; 250k JSON values), which must be 200"),
     "c": ("/v2 outputs and inputs", "one output listed 10,000 times at batch 512, listed twice, unknown, a wrongly "
           "named input, no outputs (all expected)"),
     "d": ("/predict decompression", "64 RGB PNGs of 4096x4096 (3 MB) in one request, and 4 of them (exactly the "
@@ -591,8 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_async_main(args, store, mix, results))
     meta = {"wall_s": time.perf_counter() - start, "model_source": source, "schemathesis": schemathesis.__version__,
             "fuzz_examples": args.fuzz_examples,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-                       f"Python {platform.python_version()}"}
+            "machine": f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible, kernel path "
+                       f"`{kernel.active_isa()}`, Python {platform.python_version()}"}
     report = render(results, meta)
     print(report)
     if args.report:
