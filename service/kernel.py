@@ -574,6 +574,10 @@ class BinaryConv2d(nn.Module):
         """The bit-packed weights, packed once and repacked only if the weights change."""
         if self.groups != 1:
             raise ValueError("packed weights are available for groups=1 only")
+        if self.weight.is_inference():
+            # A layer built under torch.inference_mode(): its tensors have no version counter, so an
+            # in-place change could not be seen; pack on every call (correct, and cheap next to the conv).
+            return pack_weights(self.weight)
         version = (self.weight._version, self.weight.data_ptr())
         if self._packed is None or self._packed_version != version:
             self._packed = pack_weights(self.weight)

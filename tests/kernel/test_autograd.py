@@ -106,3 +106,14 @@ def test_module_is_a_drop_in_for_conv2d_in_a_model():
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (8, 10)
+
+
+def test_layer_built_under_inference_mode_works_and_sees_weight_changes():
+    """Inference tensors have no version counter: a layer made in inference_mode must still run, and
+    an in-place change of its weights must show in the next call (no stale packed copy)."""
+    with torch.inference_mode():
+        layer = BinaryConv2d(5, 7, 3, padding=1).eval()
+        x = torch.randn(2, 5, 6, 6)
+        assert torch.equal(layer(x), F.conv2d(sign(x), sign(layer.weight), padding=1))
+        layer.weight.mul_(-1)
+        assert torch.equal(layer(x), F.conv2d(sign(x), sign(layer.weight), padding=1))
