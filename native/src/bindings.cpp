@@ -183,11 +183,6 @@ PYBIND11_MODULE(_core, m) {
         w.to_canonical(out.mutable_data());
         return out;
       }, "Canonical packing [O][KH][KW][words] uint64; bit c%64 of word c//64 is set where the weight is negative.")
-      .def("tap_sums", [](const PackedWeights& w) {
-        py::array_t<int32_t> out({w.O, w.KH, w.KW});
-        std::copy(w.tap_sums.begin(), w.tap_sums.end(), out.mutable_data());
-        return out;
-      })
       .def_readonly("out_channels", &PackedWeights::O)
       .def_readonly("in_channels", &PackedWeights::C)
       .def_property_readonly("kernel_size", [](const PackedWeights& w) { return Pair{w.KH, w.KW}; })

@@ -87,7 +87,6 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bnn-{model.name}")
         self._worker: asyncio.Task | None = None
-        self.model_calls = 0  # kernel-side calls made, for tests and logs
 
     @property
     def queued_rows(self) -> int:
@@ -246,7 +245,6 @@ class Batcher:
                     if not chunk.future.done():
                         chunk.future.set_exception(error)
                 continue
-            self.model_calls += 1
             self.metrics.compute_time.labels(name).observe(seconds)
             self.metrics.batch_size.labels(name).observe(inputs.shape[0])
             self.metrics.inferences.labels(name).inc(inputs.shape[0])

@@ -49,10 +49,6 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
 
 
-class UnsupportedMediaType(ServiceError):
-    status_code = 415
-
-
 class ModelNotReady(ServiceError):
     status_code = 503
 

@@ -18,15 +18,6 @@ def configure_pillow(max_image_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_image_pixels
 
 
-def decode_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
-    """An 8-bit image (L, RGB, or one with alpha or a palette) from PNG/JPEG/WebP/BMP bytes; animated images give their first frame.
-
-    Raises InvalidInput (400) for empty, undecodable or truncated data and PayloadTooLarge (413)
-    when width x height exceeds ``max_pixels`` (checked from the header, before decoding).
-    """
-    return load_image(open_image(data, filename, max_pixels), filename, max_pixels)
-
-
 def open_image(data: bytes, filename: str, max_pixels: int) -> Image.Image:
     """Read and check only the header (format, size against ``max_pixels``): cheap, decodes no pixel."""
     if not data:

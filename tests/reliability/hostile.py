@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from service.api.images import decode_image
+from service.api.images import load_image, open_image
 
 
 @dataclass
@@ -155,7 +155,7 @@ def _sample(fmt: str) -> bytes:
 
 
 def _expected_top1(data: bytes, ctx: Context) -> int:
-    image = decode_image(data, "x", ctx.max_image_pixels)
+    image = load_image(open_image(data, "x", ctx.max_image_pixels), "x", ctx.max_image_pixels)
     with torch.inference_mode():
         logits = ctx.model.predict(ctx.model.preprocess(image).unsqueeze(0))
     return int(logits.argmax(1))
