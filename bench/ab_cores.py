@@ -32,7 +32,6 @@ def measure(shape_groups: str, threads: list[int], what: str) -> dict[str, float
 
     sys.path.insert(0, str(REPO / "bench"))
     from bench_conv import SHAPES_3X3, SHAPES_BATCH, SHAPES_OTHER, best_time
-
     from service import _core
 
     groups = {"3x3": SHAPES_3X3, "other": SHAPES_OTHER, "batch": SHAPES_BATCH}

@@ -89,7 +89,7 @@ def main():
     print(f"paths: {_core.available_isas()}  torch {torch.__version__}  rounds: {args.rounds}")
     rng = np.random.default_rng(0)
     inputs = {}
-    for (name, N, C, H, W, O, k, s, p) in shapes:
+    for (name, N, C, H, W, O, k, _s, _p) in shapes:
         x = torch.from_numpy(rng.standard_normal((N, C, H, W), dtype=np.float32))
         w = torch.from_numpy(rng.standard_normal((O, C, k, k), dtype=np.float32))
         inputs[name] = (x, w, _core.PackedWeights.from_float(w.numpy()))
@@ -109,7 +109,7 @@ def main():
             for nt in threads:
                 _core.set_num_threads(nt)
                 torch.set_num_threads(nt)
-                for (name, N, C, H, W, O, k, s, p) in shapes:
+                for (name, *_, s, p) in shapes:
                     x, w, pw = inputs[name]
                     xn = x.numpy()
                     packed = _core.pack_activations(xn, False, (p, p))

@@ -25,11 +25,10 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx

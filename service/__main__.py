@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # the app logs one JSON line per request itself
         # header timeout and connection cap, refused in JSON (not limit_concurrency), counted in the metrics
         http=protocol_class(settings, on_refusal=lambda reason: refusals.labels(reason).inc()),
-        timeout_keep_alive=settings.keepalive_timeout_s,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        # uvicorn uses these as fractional seconds; its annotations say int
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
         proxy_headers=False,
     )
 

@@ -1,6 +1,6 @@
 """``bnn-client``: a small command-line client for bnn-serve.
 
-    python -m service.client predict img.png [more.png ...] --url http://127.0.0.1:8000 [--model NAME] [--top-k 5]
+python -m service.client predict img.png [more.png ...] --url http://127.0.0.1:8000 [--model NAME] [--top-k 5]
 """
 
 from __future__ import annotations

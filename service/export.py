@@ -31,7 +31,17 @@ from torch import fx, nn
 from service import kernel
 from service.kernel import BinaryConv2d, pack_weights, packed_bits
 from service.model.layers import BinaryLinear
-from service.model.manifest import GRAPH_INPUT, MANIFEST_FILE, WEIGHTS_FILE, Graph, InputSpec, Manifest, Node, TensorSpec, WeightsSpec
+from service.model.manifest import (
+    GRAPH_INPUT,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    Graph,
+    InputSpec,
+    Manifest,
+    Node,
+    TensorSpec,
+    WeightsSpec,
+)
 
 
 class ExportError(ValueError):
@@ -83,28 +93,46 @@ def _module_node(name: str, m: nn.Module, inputs: list[str]) -> _IRNode | None:
         if m.groups != 1:
             raise ExportError(f"{name}: grouped binary convolutions are not supported")
         params = {"weight": _f(m.weight)}
-        if m.use_scale:
-            params["scale"] = _f(m.channel_scale())
+        if (scale := m.channel_scale()) is not None:  # None exactly when not m.use_scale
+            params["scale"] = _f(scale)
         if m.bias is not None:
             params["bias"] = _f(m.bias)
-        attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
-                 "stride": list(m.stride), "padding": list(m.padding), "dilation": list(m.dilation), "pad_value": m.pad_value}
+        attrs = {
+            "in_channels": m.in_channels,
+            "out_channels": m.out_channels,
+            "kernel_size": list(m.kernel_size),
+            "stride": list(m.stride),
+            "padding": list(m.padding),
+            "dilation": list(m.dilation),
+            "pad_value": m.pad_value,
+        }
         return _IRNode(name, "binary_conv2d", inputs, attrs, params)
     if isinstance(m, BinaryLinear):
         params = {"weight": _f(m.weight).view(m.out_features, m.in_features, 1, 1)}
-        if m.use_scale:
-            params["scale"] = _f(m.channel_scale())
+        if (scale := m.channel_scale()) is not None:  # None exactly when not m.use_scale
+            params["scale"] = _f(scale)
         if m.bias is not None:
             params["bias"] = _f(m.bias)
-        return _IRNode(name, "binary_linear", inputs, {"in_features": m.in_features, "out_features": m.out_features}, params)
+        return _IRNode(
+            name, "binary_linear", inputs, {"in_features": m.in_features, "out_features": m.out_features}, params
+        )
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise ExportError(f"{name}: only zero padding given as numbers is supported (got {m.padding_mode}, {m.padding!r})")
+            raise ExportError(
+                f"{name}: only zero padding given as numbers is supported (got {m.padding_mode}, {m.padding!r})"
+            )
         params = {"weight": _f(m.weight)}
         if m.bias is not None:
             params["bias"] = _f(m.bias)
-        attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": _pair(m.kernel_size),
-                 "stride": _pair(m.stride), "padding": _pair(m.padding), "dilation": _pair(m.dilation), "groups": m.groups}
+        attrs = {
+            "in_channels": m.in_channels,
+            "out_channels": m.out_channels,
+            "kernel_size": _pair(m.kernel_size),
+            "stride": _pair(m.stride),
+            "padding": _pair(m.padding),
+            "dilation": _pair(m.dilation),
+            "groups": m.groups,
+        }
         return _IRNode(name, "conv2d", inputs, attrs, params)
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         scale, shift = _bn_affine(m)
@@ -123,14 +151,33 @@ def _module_node(name: str, m: nn.Module, inputs: list[str]) -> _IRNode | None:
     if isinstance(m, nn.MaxPool2d):
         if m.return_indices:
             raise ExportError(f"{name}: MaxPool2d(return_indices=True) is not supported")
-        return _IRNode(name, "max_pool2d", inputs, {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride or m.kernel_size),
-                                                     "padding": _pair(m.padding), "dilation": _pair(m.dilation), "ceil_mode": bool(m.ceil_mode)})
+        return _IRNode(
+            name,
+            "max_pool2d",
+            inputs,
+            {
+                "kernel_size": _pair(m.kernel_size),
+                "stride": _pair(m.stride or m.kernel_size),
+                "padding": _pair(m.padding),
+                "dilation": _pair(m.dilation),
+                "ceil_mode": bool(m.ceil_mode),
+            },
+        )
     if isinstance(m, nn.AvgPool2d):
         if m.divisor_override is not None:
             raise ExportError(f"{name}: AvgPool2d(divisor_override) is not supported")
-        return _IRNode(name, "avg_pool2d", inputs, {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride or m.kernel_size),
-                                                     "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode),
-                                                     "count_include_pad": bool(m.count_include_pad)})
+        return _IRNode(
+            name,
+            "avg_pool2d",
+            inputs,
+            {
+                "kernel_size": _pair(m.kernel_size),
+                "stride": _pair(m.stride or m.kernel_size),
+                "padding": _pair(m.padding),
+                "ceil_mode": bool(m.ceil_mode),
+                "count_include_pad": bool(m.count_include_pad),
+            },
+        )
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = _pair(m.output_size)
         return _IRNode(name, "adaptive_avg_pool2d", inputs, {"output_size": size})
@@ -146,7 +193,7 @@ def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
 
 
 def _function_node(name: str, node: fx.Node, inputs: list[str]) -> _IRNode | None:
-    fn = node.target
+    fn: Any = node.target
     if node.op == "call_method":
         fn = {"add": operator.add, "relu": F.relu, "flatten": torch.flatten}.get(fn, fn)
     if fn in (operator.add, torch.add, operator.iadd):
@@ -158,21 +205,33 @@ def _function_node(name: str, node: fx.Node, inputs: list[str]) -> _IRNode | Non
     if fn is kernel.sign:
         return _IRNode(name, "sign", inputs)
     if fn is F.hardtanh:
-        return _IRNode(name, "hardtanh", inputs, {"min_val": float(_arg(node, 1, "min_val", -1.0)), "max_val": float(_arg(node, 2, "max_val", 1.0))})
+        return _IRNode(
+            name,
+            "hardtanh",
+            inputs,
+            {"min_val": float(_arg(node, 1, "min_val", -1.0)), "max_val": float(_arg(node, 2, "max_val", 1.0))},
+        )
     if fn is torch.flatten:
-        return _IRNode(name, "flatten", inputs, {"start_dim": int(_arg(node, 1, "start_dim", 0)), "end_dim": int(_arg(node, 2, "end_dim", -1))})
+        return _IRNode(
+            name,
+            "flatten",
+            inputs,
+            {"start_dim": int(_arg(node, 1, "start_dim", 0)), "end_dim": int(_arg(node, 2, "end_dim", -1))},
+        )
     if fn is F.adaptive_avg_pool2d:
         return _IRNode(name, "adaptive_avg_pool2d", inputs, {"output_size": _pair(_arg(node, 1, "output_size"))})
     if fn in (F.dropout, F.dropout2d):
         return None
-    raise ExportError(f"{name}: {node.op} {getattr(fn, '__name__', fn)!r} is not supported by the model format "
-                      "(use the nn.Module form, e.g. nn.Flatten instead of view)")
+    raise ExportError(
+        f"{name}: {node.op} {getattr(fn, '__name__', fn)!r} is not supported by the model format "
+        "(use the nn.Module form, e.g. nn.Flatten instead of view)"
+    )
 
 
 def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
     try:
         graph = _Tracer(autowrap_functions=(kernel.sign,)).trace(model)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ExportError(f"torch.fx could not trace the model: {e}") from e
     modules = dict(model.named_modules())
     alias: dict[str, str] = {}
@@ -228,7 +287,12 @@ def _fold_batch_norm(nodes: list[_IRNode], output: str) -> tuple[list[_IRNode], 
     for n in nodes:
         n.inputs = [renamed.get(r, r) for r in n.inputs]
         prev = by_name.get(n.inputs[0]) if n.op == "batch_norm" else None
-        if prev is not None and users.get(prev.name) == 1 and prev.name != output and prev.op in ("conv2d", "linear", "binary_conv2d", "binary_linear"):
+        if (
+            prev is not None
+            and users.get(prev.name) == 1
+            and prev.name != output
+            and prev.op in ("conv2d", "linear", "binary_conv2d", "binary_linear")
+        ):
             s, t = n.params["scale"], n.params["shift"]
             out_ch = prev.params["weight"].shape[0]
             if s.shape[0] == out_ch:
@@ -286,11 +350,19 @@ def export_model(
 
     blob = save_safetensors(tensors, metadata={"format": "bnn-model", "model": name, "version": version})
     manifest = Manifest(
-        name=name, version=version, description=description, input=spec, labels=list(labels),
+        name=name,
+        version=version,
+        description=description,
+        input=spec,
+        labels=list(labels),
         graph=Graph(nodes=manifest_nodes, output=output),
         weights=WeightsSpec(
-            file=WEIGHTS_FILE, sha256=hashlib.sha256(blob).hexdigest(),
-            tensors={k: TensorSpec(dtype=str(t.dtype).removeprefix("torch."), shape=list(t.shape)) for k, t in tensors.items()},
+            file=WEIGHTS_FILE,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            tensors={
+                k: TensorSpec(dtype=str(t.dtype).removeprefix("torch."), shape=list(t.shape))
+                for k, t in tensors.items()
+            },
         ),
     )
     folder = Path(folder)
@@ -303,15 +375,18 @@ def export_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m service.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="module:callable that builds the nn.Module")
     p.add_argument("--kwargs", default="{}", help="JSON keyword arguments for the callable")
     p.add_argument("--state", required=True, help="state_dict as .safetensors (no pickle)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--name", required=True)
     p.add_argument("--version", required=True)
-    p.add_argument("--input", required=True, help="input spec as JSON (channels, height, width, resize, mean, std, invert)")
+    p.add_argument(
+        "--input", required=True, help="input spec as JSON (channels, height, width, resize, mean, std, invert)"
+    )
     p.add_argument("--labels", required=True, help="comma-separated class labels, or @file with one per line")
     p.add_argument("--description", default="")
     args = p.parse_args(argv)
@@ -322,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     model = factory(**json.loads(args.kwargs))
     model.load_state_dict(load_file(args.state))
     labels = Path(args.labels[1:]).read_text().splitlines() if args.labels.startswith("@") else args.labels.split(",")
-    folder = export_model(model, args.out, args.name, args.version, json.loads(args.input), [l for l in labels if l], args.description)
+    folder = export_model(
+        model, args.out, args.name, args.version, json.loads(args.input), [l for l in labels if l], args.description
+    )
     from service.model import load_model
 
     print(json.dumps(load_model(folder).summary()["sizes"]))

@@ -13,16 +13,17 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from typing import Union
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import nn
 
 from service import _core
 
-IntPair = Union[int, tuple[int, int]]
+IntPair = int | tuple[int, int]
 PackedWeights = _core.PackedWeights
 # Bit-packed activations (channels-last words of 64 channels, with a +1 border): what a binary
 # layer writes with InferenceConv.sign_packed and what the next binary layer reads without packing.
@@ -43,8 +44,8 @@ __all__ = [
     "cancellable",
     "conv_output_size",
     "get_num_threads",
-    "pack_weights",
     "pack_activations",
+    "pack_weights",
     "packed_bits",
     "set_isa",
     "set_num_threads",
@@ -266,8 +267,9 @@ def _epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str
     return extra
 
 
-def _output_size(h: int, w: int, weights: PackedWeights, stride: tuple[int, int], padding: tuple[int, int],
-                 dilation: tuple[int, int]) -> None:
+def _output_size(
+    h: int, w: int, weights: PackedWeights, stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]
+) -> None:
     kh, kw = weights.kernel_size
     oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
@@ -289,16 +291,15 @@ def _run_kernel(
 ) -> torch.Tensor:
     _check_float_tensor(x, "input", 4)
     if x.shape[1] != weights.in_channels:
-        raise ValueError(
-            f"channel mismatch: input has {x.shape[1]} channels, weight expects {weights.in_channels}"
-        )
+        raise ValueError(f"channel mismatch: input has {x.shape[1]} channels, weight expects {weights.in_channels}")
     if x.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
     _output_size(x.shape[2], x.shape[3], weights, stride, padding, dilation)
     channels_last_out = _suggests_channels_last(x)
     arr, channels_last = _as_kernel_input(x)
-    out = _core.conv2d(arr, channels_last, weights, stride, padding, dilation, pad_value,
-                       channels_last_out=channels_last_out, **extra)
+    out = _core.conv2d(
+        arr, channels_last, weights, stride, padding, dilation, pad_value, channels_last_out=channels_last_out, **extra
+    )
     if channels_last_out:  # [N, OH, OW, O] -> logical NCHW with torch.channels_last strides
         return torch.from_numpy(out).permute(0, 3, 1, 2)
     return torch.from_numpy(out)
@@ -329,17 +330,29 @@ class InferenceConv:
             raise TypeError(f"weights must be PackedWeights, got {type(weights).__name__}")
         for name, vec in (("scale", scale), ("bias", bias)):
             if vec is not None and (not isinstance(vec, torch.Tensor) or vec.shape != (weights.out_channels,)):
-                raise ValueError(f"{name} must be a 1-D tensor of {weights.out_channels} values (one per output channel)")
+                raise ValueError(
+                    f"{name} must be a 1-D tensor of {weights.out_channels} values (one per output channel)"
+                )
         self.weights = weights
-        self.stride, self.padding, self.dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                                                    _pair(dilation, "dilation", 1))
+        self.stride, self.padding, self.dilation = (
+            _pair(stride, "stride", 1),
+            _pair(padding, "padding", 0),
+            _pair(dilation, "dilation", 1),
+        )
         self.pad_value = _pad_value(pad_value)
         self._extra = _epilogue(scale, bias)
 
     def __call__(self, x: torch.Tensor | PackedActivations) -> torch.Tensor:
         if isinstance(x, _core.PackedActivations):
-            out = _core.conv2d_packed(self._checked_packed(x), self.weights, self.stride, self.dilation,
-                                      self.pad_value, channels_last_out=True, **self._extra)
+            out = _core.conv2d_packed(
+                self._checked_packed(x),
+                self.weights,
+                self.stride,
+                self.dilation,
+                self.pad_value,
+                channels_last_out=True,
+                **self._extra,
+            )
             return torch.from_numpy(out).permute(0, 3, 1, 2)
         return _run_kernel(x, self.weights, self.stride, self.padding, self.dilation, self.pad_value, self._extra)
 
@@ -349,11 +362,18 @@ class InferenceConv:
         out_padding = _pair(out_padding, "out_padding", 0)
         if not isinstance(x, _core.PackedActivations):
             x = pack_activations(x, self.padding)
-        return _core.conv2d_packed_sign(self._checked_packed(x), self.weights, self.stride, self.dilation,
-                                        self.pad_value, out_padding=out_padding, **self._extra)
+        return _core.conv2d_packed_sign(
+            self._checked_packed(x),
+            self.weights,
+            self.stride,
+            self.dilation,
+            self.pad_value,
+            out_padding=out_padding,
+            **self._extra,
+        )
 
     def _checked_packed(self, x: PackedActivations) -> PackedActivations:
-        n, c, h, w = x.shape
+        _n, c, h, w = x.shape
         if c != self.weights.in_channels:
             raise ValueError(f"channel mismatch: input has {c} channels, weight expects {self.weights.in_channels}")
         if tuple(x.padding) != self.padding:
@@ -426,8 +446,12 @@ class BinaryConv2dForward(torch.autograd.Function):
             raise ValueError(f"kernel_size={kernel_size!r} disagrees with the weights' kernel {packed.kernel_size}")
         out = _run_kernel(activations, packed, *geometry, {})
         oh, ow = out.shape[2], out.shape[3]
-        expected = {"m": (m, packed.out_channels), "n": (n, oh * ow), "k": (k, packed.in_channels * ksize[0] * ksize[1]),
-                    "output_edge": (output_edge, oh)}
+        expected = {
+            "m": (m, packed.out_channels),
+            "n": (n, oh * ow),
+            "k": (k, packed.in_channels * ksize[0] * ksize[1]),
+            "output_edge": (output_edge, oh),
+        }
         for name, (given, actual) in expected.items():
             if given != actual:
                 raise ValueError(f"{name}={given!r} disagrees with the tensors, which give {name}={actual}")
@@ -502,12 +526,20 @@ def binary_conv2d(
     if c % groups or o % groups:
         raise ValueError(f"groups={groups} must divide in_channels={c} and out_channels={o}")
     if weight.shape[1] * groups != c:
-        raise ValueError(f"channel mismatch: input has {c} channels, weight expects {weight.shape[1] * groups} with groups={groups}")
+        raise ValueError(
+            f"channel mismatch: input has {c} channels, weight expects {weight.shape[1] * groups} with groups={groups}"
+        )
     ci, co = c // groups, o // groups
     outs = [
         _BinaryConv2dFunction.apply(
-            input[:, g * ci : (g + 1) * ci], weight[g * co : (g + 1) * co], stride_, padding_, dilation_, pad,
-            None if scale is None else scale[g * co : (g + 1) * co], None if bias is None else bias[g * co : (g + 1) * co],
+            input[:, g * ci : (g + 1) * ci],
+            weight[g * co : (g + 1) * co],
+            stride_,
+            padding_,
+            dilation_,
+            pad,
+            None if scale is None else scale[g * co : (g + 1) * co],
+            None if bias is None else bias[g * co : (g + 1) * co],
         )
         for g in range(groups)
     ]
@@ -585,7 +617,9 @@ class BinaryConv2d(nn.Module):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        geometry = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, pad_value=self.pad_value)
+        geometry: dict[str, Any] = dict(
+            stride=self.stride, padding=self.padding, dilation=self.dilation, pad_value=self.pad_value
+        )
         grad_needed = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if self.training or grad_needed:
             out = binary_conv2d(x, self.weight, groups=self.groups, **geometry)
@@ -598,6 +632,10 @@ class BinaryConv2d(nn.Module):
         with torch.no_grad():
             weight = self.packed_weights() if self.groups == 1 else self.weight
             return binary_conv2d(
-                x, weight, groups=self.groups, scale=self.channel_scale(),
-                bias=None if self.bias is None else self.bias.detach(), **geometry,
+                x,
+                weight,
+                groups=self.groups,
+                scale=self.channel_scale(),
+                bias=None if self.bias is None else self.bias.detach(),
+                **geometry,
             )

@@ -7,8 +7,8 @@ memory, so the entry points (``bnn-serve``, the app factory, the benchmarks) opt
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 import logging
 
 logger = logging.getLogger(__name__)

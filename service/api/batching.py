@@ -144,8 +144,7 @@ class Batcher:
         self.check_room(n)
         loop = asyncio.get_running_loop()
         chunks = [
-            _Chunk(rows[i : i + self.max_batch_size], loop.create_future())
-            for i in range(0, n, self.max_batch_size)
+            _Chunk(rows[i : i + self.max_batch_size], loop.create_future()) for i in range(0, n, self.max_batch_size)
         ]
         self._pending.extend(chunks)
         self._queued_rows += n

@@ -48,10 +48,14 @@ class Settings(BaseSettings):
 
     model_store: Path = Field(default_factory=_default_model_store, description="Folder with one subfolder per model.")
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
-    kernel_threads: int | None = Field(None, ge=1, description="Threads of the binary kernel (default: the kernel's own).")
+    kernel_threads: int | None = Field(
+        None, ge=1, description="Threads of the binary kernel (default: the kernel's own)."
+    )
 
     max_batch_size: int = Field(32, ge=1, description="Most images one model call takes; 1 turns batching off.")
-    max_queue_delay_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill once its first image arrived.")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0, description="How long a batch waits to fill once its first image arrived."
+    )
     max_queue_size: int = Field(512, ge=1, description="Images waiting per model before requests get 503.")
     request_timeout_s: float = Field(30.0, gt=0, description="Longest a request waits for its results (504 after).")
     graceful_shutdown_s: float = Field(
@@ -59,25 +63,38 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
-    max_image_pixels: int = Field(16 * 1024 * 1024, ge=1, description="Largest decoded image, width x height (413 above).")
+    max_image_pixels: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest decoded image, width x height (413 above)."
+    )
     max_conv_elements: int = Field(16 * 1024 * 1024, ge=1, description="Largest tensor /conv accepts or returns.")
     max_conv_ops: int = Field(2**36, ge=1, description="Largest /conv work: output elements x C x KH x KW.")
     max_json_values: int = Field(
-        1 << 18, ge=16, description="Most numbers in a JSON request or response body (parsing 2^18 takes ~25 ms, "
+        1 << 18,
+        ge=16,
+        description="Most numbers in a JSON request or response body (parsing 2^18 takes ~25 ms, "
         "holding the interpreter); larger tensors go as b64 "
-        "(/conv) or binary tensor data (/v2)."
+        "(/conv) or binary tensor data (/v2).",
     )
-    max_response_bytes: int = Field(64 << 20, ge=1024, description="Largest response body a request may cause (413 above).")
+    max_response_bytes: int = Field(
+        64 << 20, ge=1024, description="Largest response body a request may cause (413 above)."
+    )
     max_request_pixels: int = Field(
-        64 << 20, ge=1, description="Most decoded pixels (width x height, summed over its images) one /predict request may cost."
+        64 << 20,
+        ge=1,
+        description="Most decoded pixels (width x height, summed over its images) one /predict request may cost.",
     )
     memory_budget_bytes: int = Field(
-        default_factory=default_memory_budget, ge=1 << 20,
+        default_factory=default_memory_budget,
+        ge=1 << 20,
         description="Bytes in-flight requests may allocate together (default: half the container's memory limit, "
         "else a quarter of the machine's, at most 2 GiB); a request waits for its share or gets 503.",
     )
-    memory_wait_s: float = Field(2.0, ge=0, description="Longest a request waits for its share of the memory budget (503 after).")
-    header_timeout_s: float = Field(10.0, gt=0, description="Longest a client may take to send a request's headers (408).")
+    memory_wait_s: float = Field(
+        2.0, ge=0, description="Longest a request waits for its share of the memory budget (503 after)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a client may take to send a request's headers (408)."
+    )
     body_timeout_s: float = Field(60.0, gt=0, description="Longest a client may take to send a request's body (408).")
     keepalive_timeout_s: float = Field(5.0, gt=0, description="How long an idle keep-alive connection stays open.")
     max_connections: int = Field(512, ge=1, description="Most open client connections; more get 503 and are closed.")

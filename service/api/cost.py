@@ -42,9 +42,7 @@ def check_json_values(count: int, limit: int, what: str, alternative: str) -> No
 
 def check_response_bytes(nbytes: int, limit: int, what: str) -> None:
     if nbytes > limit:
-        raise PayloadTooLarge(
-            f"{what} would be {nbytes} bytes; the limit is {limit} (setting BNN_MAX_RESPONSE_BYTES)"
-        )
+        raise PayloadTooLarge(f"{what} would be {nbytes} bytes; the limit is {limit} (setting BNN_MAX_RESPONSE_BYTES)")
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,14 @@ class ConvCost:
         answer encodes the output's own bytes; a JSON one converts 2^14 values at a time)."""
         tensors = 3 * FLOAT32 * (self.input_elements + self.weight_elements)
         step = PY_FLOAT * min(self.json_values_out, 1 << 14)
-        return (tensors + self.packed_input_bytes + 3 * self.packed_weight_bytes + FLOAT32 * self.output_elements
-                + step + self.response_bytes)
+        return (
+            tensors
+            + self.packed_input_bytes
+            + 3 * self.packed_weight_bytes
+            + FLOAT32 * self.output_elements
+            + step
+            + self.response_bytes
+        )
 
 
 def conv_cost(in_shape, w_shape, out_hw, padding, *, json_out: bool, weight_given: bool) -> ConvCost:

@@ -90,5 +90,7 @@ async def require_api_key(
 
 
 ApiKeyDep = Depends(require_api_key)
-ModelQuery = Annotated[str | None, Query(description="Model name (default: the configured default or the only one).",
-                                         examples=["fashion-mnist-bnn"])]
+ModelQuery = Annotated[
+    str | None,
+    Query(description="Model name (default: the configured default or the only one).", examples=["fashion-mnist-bnn"]),
+]

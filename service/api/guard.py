@@ -99,7 +99,9 @@ async def run_cancellable(
     abandon()
     if gone in done:
         raise ClientDisconnected(f"the client disconnected; {what} was stopped")
-    raise RequestTimeout(f"{what} did not finish within {timeout_s:g} s (setting BNN_REQUEST_TIMEOUT_S); it was stopped")
+    raise RequestTimeout(
+        f"{what} did not finish within {timeout_s:g} s (setting BNN_REQUEST_TIMEOUT_S); it was stopped"
+    )
 
 
 async def until_disconnect(request: Request, awaitable: Awaitable[T], what: str) -> T:
@@ -125,17 +127,26 @@ class BudgetedResponse(Response):
     or given up on: a client that stops reading loses its connection instead of pinning the body
     in the server's send buffers."""
 
-    def __init__(self, parts: list[bytes], *, reservation: Reservation | None, send_timeout_s: float,
-                 media_type: str = "application/json", headers: dict[str, str] | None = None,
-                 status_code: int = 200) -> None:
+    def __init__(
+        self,
+        parts: list[bytes],
+        *,
+        reservation: Reservation | None,
+        send_timeout_s: float,
+        media_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
         self.parts = parts
         self.status_code = status_code
         self.media_type = media_type
         self.background = None
         self.body = b""
-        self.raw_headers = [(b"content-type", media_type.encode("latin-1")),
-                            (b"content-length", str(sum(len(p) for p in parts)).encode("latin-1")),
-                            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items())]
+        self.raw_headers = [
+            (b"content-type", media_type.encode("latin-1")),
+            (b"content-length", str(sum(len(p) for p in parts)).encode("latin-1")),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
+        ]
         self.reservation = reservation
         self.send_timeout_s = send_timeout_s
 

@@ -17,16 +17,16 @@ from pydantic import BaseModel
 import service
 from service import kernel
 from service.api.batching import Batcher
+from service.api.budget import MemoryBudget
 from service.api.config import Settings
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
 from service.api.metrics import ServiceMetrics
-from service.api.budget import MemoryBudget
 from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
+from service.api.routes import conv, health, metrics, models, predict, v2
 from service.api.schemas import ConvRequest, V2InferRequest
 from service.tuning import freeze_startup_objects, keep_freed_memory
-from service.api.routes import conv, health, metrics, models, predict, v2
 
 logger = logging.getLogger("bnn.api")
 
@@ -89,8 +89,9 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
     """Build the service. ``store`` replaces loading ``settings.model_store`` (tests, benchmarks)."""
     settings = settings or Settings()
     service_metrics = ServiceMetrics()
-    budget = MemoryBudget(settings.memory_budget_bytes, settings.memory_wait_s,
-                          on_change=service_metrics.memory_reserved.set)
+    budget = MemoryBudget(
+        settings.memory_budget_bytes, settings.memory_wait_s, on_change=service_metrics.memory_reserved.set
+    )
     state = ServiceState(settings=settings, metrics=service_metrics, budget=budget)
 
     @contextlib.asynccontextmanager
@@ -106,8 +107,11 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         for name, reason in state.errors.items():
             logger.warning("model %r is not ready: %s", name, reason)
             state.metrics.model_ready.labels(name).set(0)
-        limits = dict(max_batch_size=settings.max_batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
-                      max_queue_size=settings.max_queue_size)
+        limits: dict[str, Any] = dict(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_size=settings.max_queue_size,
+        )
         for name, model in state.models.items():
             batcher = Batcher(model, state.metrics, **limits)
             batcher.start()
@@ -115,11 +119,17 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             state.metrics.model_ready.labels(name).set(1)
         freeze_startup_objects()  # the collector no longer walks torch and the models on every full pass
         # Ready means something is served: at least one model, and the default one if it is named.
-        state.ready = bool(state.batchers) and (settings.default_model is None or settings.default_model in state.batchers)
+        state.ready = bool(state.batchers) and (
+            settings.default_model is None or settings.default_model in state.batchers
+        )
         if not state.ready:
             logger.error("not ready: no model to serve (default %r; errors: %s)", settings.default_model, state.errors)
-        logger.info("serving models %s on %d kernel threads (%s)", sorted(state.batchers),
-                    kernel.get_num_threads(), kernel.active_isa())
+        logger.info(
+            "serving models %s on %d kernel threads (%s)",
+            sorted(state.batchers),
+            kernel.get_num_threads(),
+            kernel.active_isa(),
+        )
         try:
             yield
         finally:
@@ -132,19 +142,27 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         title="bnn-serve",
         version=service.__version__,
         description="Binary (1-bit) CNN inference on CPUs: image classification, the raw binary convolution, "
-        "and the Open Inference Protocol (v2). Every error body is `{\"error\": \"...\"}`.",
+        'and the Open Inference Protocol (v2). Every error body is `{"error": "..."}`.',
         lifespan=lifespan,
     )
     app.state.service = state
     _document_request_models(app, V2InferRequest, ConvRequest)
     install_error_handlers(app)
-    for router in (predict.router, conv.router, models.router, v2.health_router, v2.router,
-                   health.router, metrics.router):
+    for router in (
+        predict.router,
+        conv.router,
+        models.router,
+        v2.health_router,
+        v2.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
     # Outermost last: observability sees every response, including the 413s of the body limit; the
     # API key and admission are decided before the body is read.
-    app.add_middleware(BodyMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
-                       budget=budget)
+    app.add_middleware(
+        BodyMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s, budget=budget
+    )
     app.add_middleware(AdmissionMiddleware, state=state)
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
     app.add_middleware(RequestGuardMiddleware, api_key=api_key)

@@ -13,40 +13,67 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "bnn_http_requests", "HTTP requests by route template, method and status.",
-            ["route", "method", "status"], registry=r,
+            "bnn_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_failures = Counter(
-            "bnn_http_request_failures", "HTTP requests that ended in a 4xx or 5xx status.",
-            ["route", "method", "status"], registry=r,
+            "bnn_http_request_failures",
+            "HTTP requests that ended in a 4xx or 5xx status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_latency = Histogram(
-            "bnn_http_request_duration_seconds", "Time from request start to the last response byte.",
-            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r,
+            "bnn_http_request_duration_seconds",
+            "Time from request start to the last response byte.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.inferences = Counter("bnn_inference_images", "Images classified, per model.", ["model"], registry=r)
         self.inference_failures = Counter(
-            "bnn_inference_failures", "Images whose inference failed, timed out or was refused, per model.",
-            ["model", "reason"], registry=r,
+            "bnn_inference_failures",
+            "Images whose inference failed, timed out or was refused, per model.",
+            ["model", "reason"],
+            registry=r,
         )
         self.queue_time = Histogram(
-            "bnn_queue_seconds", "Time an image waited in the batch queue, per model.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "bnn_queue_seconds",
+            "Time an image waited in the batch queue, per model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute_time = Histogram(
-            "bnn_compute_seconds", "Wall time of one model call on a batch, per model.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "bnn_compute_seconds",
+            "Wall time of one model call on a batch, per model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "bnn_batch_size", "Images per model call (its _count is the number of model calls), per model.",
-            ["model"], buckets=_BATCH_BUCKETS, registry=r,
+            "bnn_batch_size",
+            "Images per model call (its _count is the number of model calls), per model.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
-        self.queue_depth = Gauge("bnn_queue_depth", "Images waiting in the batch queue, per model.", ["model"], registry=r)
+        self.queue_depth = Gauge(
+            "bnn_queue_depth", "Images waiting in the batch queue, per model.", ["model"], registry=r
+        )
         self.connection_refusals = Counter(
-            "bnn_http_connection_refusals", "Connections answered and closed by the HTTP protocol layer, before the "
-            "app: header timeout, connection cap, unparseable request.", ["reason"], registry=r,
+            "bnn_http_connection_refusals",
+            "Connections answered and closed by the HTTP protocol layer, before the "
+            "app: header timeout, connection cap, unparseable request.",
+            ["reason"],
+            registry=r,
         )
         self.memory_reserved = Gauge(
-            "bnn_memory_reserved_bytes", "Bytes of the memory budget that in-flight requests hold.", registry=r,
+            "bnn_memory_reserved_bytes",
+            "Bytes of the memory budget that in-flight requests hold.",
+            registry=r,
         )
-        self.model_ready = Gauge("bnn_model_ready", "1 when the model is loaded and serving, else 0.", ["model"], registry=r)
+        self.model_ready = Gauge(
+            "bnn_model_ready", "1 when the model is loaded and serving, else 0.", ["model"], registry=r
+        )

@@ -83,8 +83,11 @@ class BodyMiddleware:
                     message = await receive()
             except TimeoutError:
                 scope["bnn.rejected"] = "body_timeout"
-                raise HTTPException(408, f"request body not received within {self.timeout_s:g} s "
-                                         "(setting BNN_BODY_TIMEOUT_S)", headers={"Connection": "close"}) from None
+                raise HTTPException(
+                    408,
+                    f"request body not received within {self.timeout_s:g} s (setting BNN_BODY_TIMEOUT_S)",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] != "http.request":
                 return message
             received += len(message.get("body", b""))
@@ -93,8 +96,9 @@ class BodyMiddleware:
             if received > reserved:
                 step = max(self.RESERVE_STEP, received - reserved)
                 try:
-                    reservations.append(await self.budget.reserve(self.PARSE_FACTOR * step,
-                                                                  f"a request body of {received}+ bytes"))
+                    reservations.append(
+                        await self.budget.reserve(self.PARSE_FACTOR * step, f"a request body of {received}+ bytes")
+                    )
                 except ServiceError as exc:  # raised as an HTTP error: the body parsers pass those through
                     scope["bnn.rejected"] = "memory_budget"
                     raise HTTPException(exc.status_code, exc.message, {**exc.headers, "Connection": "close"}) from None
@@ -110,8 +114,11 @@ class BodyMiddleware:
                 r.release()
 
     def _too_large(self) -> HTTPException:
-        return HTTPException(413, f"request body exceeds the limit of {self.max_bytes} bytes (setting BNN_MAX_BODY_BYTES)",
-                             headers={"Connection": "close"})
+        return HTTPException(
+            413,
+            f"request body exceeds the limit of {self.max_bytes} bytes (setting BNN_MAX_BODY_BYTES)",
+            headers={"Connection": "close"},
+        )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
         scope["bnn.rejected"] = "body_too_large"
@@ -122,8 +129,19 @@ class RequestGuardMiddleware:
     """Before anything else reads the request: the API key (401 before a byte of the body is read),
     and one value per query parameter (422 for a repeated one: every layer must read the same)."""
 
-    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready",
-                            "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+    OPEN_PATHS = frozenset(
+        {
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/docs",
+            "/docs/oauth2-redirect",
+            "/redoc",
+            "/openapi.json",
+        }
+    )
 
     def __init__(self, app: ASGIApp, api_key: bytes | None) -> None:
         self.app = app
@@ -133,12 +151,13 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.api_key is not None and scope.get("path") not in self.OPEN_PATHS:
+        if self.api_key is not None and scope.get("path") not in self.OPEN_PATHS:  # noqa: SIM102 - guarded route, then its key
             if not api_key_matches(scope.get("headers") or [], self.api_key):
                 scope["bnn.rejected"] = "unauthorized"
                 exc = Unauthorized()
                 await error_response(exc.status_code, exc.message, {**exc.headers, "Connection": "close"})(
-                    scope, receive, send)
+                    scope, receive, send
+                )
                 return
         query = scope.get("query_string", b"").decode("latin-1")
         if query:
@@ -236,16 +255,20 @@ class ObservabilityMiddleware:
             self.metrics.request_latency.labels(route, method).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_log.info(json.dumps({
-                    "ts": round(time.time(), 3),
-                    "request_id": request_id,
-                    "method": method,
-                    "path": scope["path"],
-                    "route": route,
-                    "query": scope.get("query_string", b"").decode("latin-1"),
-                    "status": status,
-                    "rejected": scope.get("bnn.rejected"),
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "response_bytes": sent_bytes,
-                    "client": f"{client[0]}:{client[1]}" if client else None,
-                }))
+                access_log.info(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "request_id": request_id,
+                            "method": method,
+                            "path": scope["path"],
+                            "route": route,
+                            "query": scope.get("query_string", b"").decode("latin-1"),
+                            "status": status,
+                            "rejected": scope.get("bnn.rejected"),
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "response_bytes": sent_bytes,
+                            "client": f"{client[0]}:{client[1]}" if client else None,
+                        }
+                    )
+                )

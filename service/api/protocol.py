@@ -70,12 +70,16 @@ class _SlowClientGuard:
         raise NotImplementedError
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         if len(self.connections) > self.max_connections:
             self.connections.discard(self)  # a refused connection holds no slot while it closes
-            self._refuse(503, f"too many open connections (limit {self.max_connections}); retry shortly",
-                         "connection_limit", [(b"retry-after", b"1")])
+            self._refuse(
+                503,
+                f"too many open connections (limit {self.max_connections}); retry shortly",
+                "connection_limit",
+                [(b"retry-after", b"1")],
+            )
             return
         self._arm_header_timer()
 
@@ -125,8 +129,9 @@ class _SlowClientGuard:
         else:
             self.transport.close()  # stray bytes between requests, and no request: idle, so close quietly
 
-    def _refuse(self, status: int, message: str, event: str,
-                extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def _refuse(
+        self, status: int, message: str, event: str, extra_headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         # uvicorn's Date and Server headers, as on every response it writes
         headers = [*self.server_state.default_headers, *(extra_headers or [])]
         self.transport.write(canned_response(status, message, headers))

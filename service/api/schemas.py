@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 # Strict: a number must be a JSON number ("1e5", true and "2" are refused, not converted).
-IntOrPair = Union[StrictInt, tuple[StrictInt, StrictInt]]
+IntOrPair = StrictInt | tuple[StrictInt, StrictInt]
 PadValue = Annotated[StrictInt, Field(ge=-1, le=1)]
 
 
@@ -32,13 +32,21 @@ class ImageResult(BaseModel):
 class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{
-                "model": "fashion-mnist-bnn", "version": "1",
-                "results": [{"filename": "boot.png", "predictions": [
-                    {"index": 9, "label": "Ankle boot", "probability": 0.93},
-                    {"index": 7, "label": "Sneaker", "probability": 0.05},
-                ]}],
-            }]
+            "examples": [
+                {
+                    "model": "fashion-mnist-bnn",
+                    "version": "1",
+                    "results": [
+                        {
+                            "filename": "boot.png",
+                            "predictions": [
+                                {"index": 9, "label": "Ankle boot", "probability": 0.93},
+                                {"index": 7, "label": "Sneaker", "probability": 0.05},
+                            ],
+                        }
+                    ],
+                }
+            ]
         }
     )
 
@@ -85,10 +93,16 @@ class ConvRequest(BaseModel):
                 {
                     "input": {"shape": [1, 1, 3, 3], "data": [1, -1, 1, -1, 1, -1, 1, -1, 1]},
                     "weight": {"shape": [1, 1, 2, 2], "data": [1, 1, -1, -1]},
-                    "stride": 1, "padding": 0, "dilation": 1, "pad_value": 0,
+                    "stride": 1,
+                    "padding": 0,
+                    "dilation": 1,
+                    "pad_value": 0,
                 },
-                {"input": {"shape": [1, 16, 14, 14], "dtype": "float32", "b64": "<3136 float32 values, base64>"},
-                 "model": "fashion-mnist-bnn", "layer": "features.3"},
+                {
+                    "input": {"shape": [1, 16, 14, 14], "dtype": "float32", "b64": "<3136 float32 values, base64>"},
+                    "model": "fashion-mnist-bnn",
+                    "layer": "features.3",
+                },
             ]
         },
     )
@@ -104,9 +118,7 @@ class ConvRequest(BaseModel):
 
 
 class ConvResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"shape": [1, 1, 2, 2], "data": [0.0, 0.0, 0.0, 0.0]}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"shape": [1, 1, 2, 2], "data": [0.0, 0.0, 0.0, 0.0]}]})
 
     shape: list[int]
     dtype: Literal["float32"] = "float32"
@@ -188,11 +200,13 @@ class V2RequestedOutput(BaseModel):
 class V2InferRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{
-                "id": "42",
-                "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}],
-                "outputs": [{"name": "logits", "parameters": {"classification": 3}}],
-            }]
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}],
+                    "outputs": [{"name": "logits", "parameters": {"classification": 3}}],
+                }
+            ]
         }
     )
 

@@ -12,4 +12,13 @@ from .graph import BinaryLayer
 from .manifest import FORMAT_VERSION, InputSpec, Manifest
 from .store import LoadedModel, ModelLoadError, ModelStore, load_model
 
-__all__ = ["BinaryLayer", "FORMAT_VERSION", "InputSpec", "LoadedModel", "Manifest", "ModelLoadError", "ModelStore", "load_model"]
+__all__ = [
+    "FORMAT_VERSION",
+    "BinaryLayer",
+    "InputSpec",
+    "LoadedModel",
+    "Manifest",
+    "ModelLoadError",
+    "ModelStore",
+    "load_model",
+]

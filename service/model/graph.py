@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,7 @@ class _Ctx:
                 raise self.fail(f"missing attribute {key!r}")
             return default
         value = self.node.attrs[key]
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise self.fail(f"attribute {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
         return value
 
@@ -85,15 +85,27 @@ class _Ctx:
             raise self.fail(f"missing attribute {key!r}")
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
-        if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value)):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value)
+        ):
             raise self.fail(f"attribute {key!r} must be an int or a pair of ints >= {minimum}, got {value!r}")
         return int(value[0]), int(value[1])
 
     def number(self, key: str, default: Any = ...) -> float:
         return float(self.attr(key, default, (int, float)))
 
-    def param(self, role: str, dtype: torch.dtype, shape: tuple[int, ...], optional: bool = False) -> torch.Tensor | None:
+    @overload
+    def param(
+        self, role: str, dtype: torch.dtype, shape: tuple[int, ...], optional: Literal[False] = False
+    ) -> torch.Tensor: ...
+    @overload
+    def param(self, role: str, dtype: torch.dtype, shape: tuple[int, ...], optional: bool) -> torch.Tensor | None: ...
+
+    def param(
+        self, role: str, dtype: torch.dtype, shape: tuple[int, ...], optional: bool = False
+    ) -> torch.Tensor | None:
         name = self.node.params.get(role)
         if name is None:
             if optional:
@@ -143,7 +155,9 @@ def _channels_last(y: torch.Tensor) -> torch.Tensor:
     return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y
 
 
-def _binary(c: _Ctx, cin: int, cout: int, k: tuple[int, int]) -> tuple[PackedWeights, torch.Tensor | None, torch.Tensor | None]:
+def _binary(
+    c: _Ctx, cin: int, cout: int, k: tuple[int, int]
+) -> tuple[PackedWeights, torch.Tensor | None, torch.Tensor | None]:
     words = math.ceil(cin / 64)
     bits = c.param("weight", torch.uint8, (cout, *k, words * 8))
     try:
@@ -311,7 +325,7 @@ def _fuse_packed_outputs(nodes: list[Node], output: str, fns: dict[str, Fn]) -> 
         paddings: set[tuple[int, int]] = set()
         for r in readers[name]:
             if r.op == "binary_conv2d":
-                paddings.add(fns[r.name].padding)
+                paddings.add(fns[r.name].padding)  # type: ignore[attr-defined]  # a binary conv node is an InferenceConv
             elif r.op == "sign":
                 sub = packed_readers(r.name, signs)
                 if sub is None:
@@ -345,8 +359,9 @@ class Executor:
     that only feeds binary convs hands them packed bits (``packed_outputs``), not floats.
     """
 
-    def __init__(self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor], *,
-                 fuse_packed: bool = True) -> None:
+    def __init__(
+        self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor], *, fuse_packed: bool = True
+    ) -> None:
         self.binary_layers: dict[str, BinaryLayer] = {}
         fns: dict[str, Fn] = {}
         for node in nodes:

@@ -35,7 +35,9 @@ class BinaryLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        out = binary_conv2d(x.reshape(n, self.in_features, 1, 1), self.weight.view(self.out_features, self.in_features, 1, 1))
+        out = binary_conv2d(
+            x.reshape(n, self.in_features, 1, 1), self.weight.view(self.out_features, self.in_features, 1, 1)
+        )
         out = out.reshape(n, self.out_features)
         alpha = self.channel_scale()
         if alpha is not None:

@@ -8,12 +8,12 @@ declaration (dtype and shape) and sha256 for every tensor in the weights file.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FORMAT = "bnn-model"
-FORMAT_VERSION = 1
+FORMAT: Final = "bnn-model"
+FORMAT_VERSION: Final = 1
 GRAPH_INPUT = "input"
 MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -47,7 +47,7 @@ class InputSpec(_Strict):
     invert: bool = False
 
     @model_validator(mode="after")
-    def _per_channel(self) -> "InputSpec":
+    def _per_channel(self) -> InputSpec:
         for field in ("mean", "std"):
             values = getattr(self, field)
             if len(values) != self.channels:
@@ -98,7 +98,7 @@ class Graph(_Strict):
     output: str
 
     @model_validator(mode="after")
-    def _references(self) -> "Graph":
+    def _references(self) -> Graph:
         defined = {GRAPH_INPUT}
         for node in self.nodes:
             if node.name in defined:
@@ -131,7 +131,7 @@ class Manifest(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _tensor_references(self) -> "Manifest":
+    def _tensor_references(self) -> Manifest:
         used: set[str] = set()
         for node in self.graph.nodes:
             for role, tensor in node.params.items():

@@ -47,7 +47,9 @@ def preprocess(image: Image.Image, spec: InputSpec) -> torch.Tensor:
     # float32 numpy throughout, the same operations in the same order as the torch version
     # (v / 255, 1 - v, (v - mean) / std), so the values are identical, at a fraction of the
     # per-op overhead: this runs once per uploaded image.
-    x = np.asarray(image, dtype=np.float32).reshape(spec.height, spec.width, spec.channels) / np.float32(255.0)
+    x: np.ndarray = np.asarray(image, dtype=np.float32).reshape(spec.height, spec.width, spec.channels) / np.float32(
+        255.0
+    )
     if spec.invert:
         x = np.float32(1.0) - x
     x = (x - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)

@@ -162,7 +162,12 @@ class LoadedModel:
     def summary(self) -> dict[str, Any]:
         layers = []
         for node in self.manifest.graph.nodes:
-            entry: dict[str, Any] = {"name": node.name, "op": node.op, "inputs": list(node.inputs), "attrs": dict(node.attrs)}
+            entry: dict[str, Any] = {
+                "name": node.name,
+                "op": node.op,
+                "inputs": list(node.inputs),
+                "attrs": dict(node.attrs),
+            }
             entry["params"] = {role: self.manifest.weights.tensors[t].shape for role, t in node.params.items()}
             if node.name in self.layer_shapes:
                 entry["output_shape"] = self.layer_shapes[node.name]
@@ -187,7 +192,9 @@ class LoadedModel:
                 "binary_weights_packed_bytes": binary_packed,
                 "binary_weights_float_bytes": binary_float,
                 "binary_compression": round(binary_float / binary_packed, 2) if binary_packed else None,
-                "overall_compression": round(self.float_size_bytes / self.packed_size_bytes, 2) if self.packed_size_bytes else None,
+                "overall_compression": round(self.float_size_bytes / self.packed_size_bytes, 2)
+                if self.packed_size_bytes
+                else None,
             },
         }
 
@@ -217,9 +224,14 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
         with torch.no_grad():
             out = executor.run(torch.zeros(1, spec.channels, spec.height, spec.width), model.layer_shapes)
     except GraphError as e:
-        raise ModelLoadError(manifest_path, f"graph does not run on a [1, {spec.channels}, {spec.height}, {spec.width}] input: {e}") from None
+        raise ModelLoadError(
+            manifest_path, f"graph does not run on a [1, {spec.channels}, {spec.height}, {spec.width}] input: {e}"
+        ) from None
     if list(out.shape) != [1, model.num_classes]:
-        raise ModelLoadError(manifest_path, f"graph output has shape {list(out.shape)}, expected [N, {model.num_classes}] for {model.num_classes} labels")
+        raise ModelLoadError(
+            manifest_path,
+            f"graph output has shape {list(out.shape)}, expected [N, {model.num_classes}] for {model.num_classes} labels",
+        )
     return model
 
 
@@ -232,7 +244,7 @@ class ModelStore:
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ModelStore":
+    def load(cls, path: str | os.PathLike) -> ModelStore:
         root = Path(path)
         if not root.is_dir():
             raise ModelLoadError(root, "model store directory does not exist")
@@ -241,7 +253,10 @@ class ModelStore:
             try:
                 model = load_model(folder)
                 if model.name != folder.name:
-                    raise ModelLoadError(folder / MANIFEST_FILE, f"model name {model.name!r} differs from its folder name {folder.name!r}")
+                    raise ModelLoadError(
+                        folder / MANIFEST_FILE,
+                        f"model name {model.name!r} differs from its folder name {folder.name!r}",
+                    )
             except ModelLoadError as e:
                 store.errors[folder.name] = str(e)
             except Exception as e:  # noqa: BLE001 - one broken model must not stop the others

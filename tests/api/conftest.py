@@ -7,14 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from PIL import Image
 
 from service.api import Settings, create_app
 from service.model import ModelStore
 from tests.api.fakes import FakeStore, GatedModel
 from tests.tiny_model import export_tiny
-
 
 
 @pytest.fixture(scope="session")

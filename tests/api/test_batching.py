@@ -165,8 +165,7 @@ async def test_admission_counts_requests_on_their_way(tiny_model):
     batcher = Batcher(tiny_model, ServiceMetrics(), max_batch_size=4, max_queue_delay_ms=1, max_queue_size=2)
     with batcher.arrival():
         batcher.admit()
-        with batcher.arrival():
-            with pytest.raises(ServiceOverloaded, match="2 requests on their way"):
-                batcher.admit()
+        with batcher.arrival(), pytest.raises(ServiceOverloaded, match="2 requests on their way"):
+            batcher.admit()
         batcher.admit()  # one left: room again
     batcher.admit()

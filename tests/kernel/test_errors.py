@@ -54,7 +54,7 @@ def test_reduction_beyond_float32_exact_range_is_refused():
 
 
 def test_not_a_tensor():
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         binary_conv2d([[1.0]], torch.randn(1, 1, 1, 1))
 
 

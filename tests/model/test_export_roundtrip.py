@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from service.export import ExportError, export_model, main as export_main
+from service.export import ExportError, export_model
+from service.export import main as export_main
 from service.kernel import BinaryConv2d, pack_weights, packed_bits, sign
 from service.model import LoadedModel, ModelStore, load_model
 from service.model.graph import OPS
@@ -78,7 +79,7 @@ def test_loaded_model_api(exported):
     assert m.input.mean == SPEC["mean"] and m.input.std == SPEC["std"] and m.input.invert is False
     summary = json.loads(json.dumps(m.summary()))
     assert summary["name"] == "good" and summary["labels"] == LABELS
-    assert [layer["name"] for layer in summary["layers"]][0] == "stem"
+    assert next(layer["name"] for layer in summary["layers"]) == "stem"
     assert summary["layers"][-1]["output_shape"] == [1, 5]
     assert summary["sizes"]["packed_size_bytes"] == m.packed_size_bytes
 
@@ -110,7 +111,7 @@ def test_predict_is_thread_safe(exported):
         try:
             for _ in range(5):
                 results.append(m.predict(x))
-        except Exception as e:  # pragma: no cover - reported below
+        except Exception as e:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(4)]

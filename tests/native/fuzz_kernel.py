@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import atheris
-
 import numpy as np
 import torch
 import torch.nn.functional as F

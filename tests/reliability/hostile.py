@@ -13,7 +13,7 @@ import json
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -444,4 +444,4 @@ def v2_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    return image_cases() + [_multi_file_case()] + conv_cases() + v2_cases()
+    return [*image_cases(), _multi_file_case(), *conv_cases(), *v2_cases()]

@@ -10,7 +10,7 @@ import pytest
 from tests.reliability.harness import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-import soak  # noqa: E402
+import soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

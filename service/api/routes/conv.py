@@ -84,8 +84,10 @@ def _resolve_weights(req: ConvRequest, state: ServiceState, settings: Settings):
             raise InvalidInput("give either 'weight' or 'model' + 'layer', not both")
         shape = _checked_shape(req.weight, "weight", settings.max_conv_elements)
         geometry = _Geometry(
-            _pair(req.stride, "stride", 1, 1), _pair(req.padding, "padding", 0, 0),
-            _pair(req.dilation, "dilation", 1, 1), 0 if req.pad_value is None else req.pad_value,
+            _pair(req.stride, "stride", 1, 1),
+            _pair(req.padding, "padding", 0, 0),
+            _pair(req.dilation, "dilation", 1, 1),
+            0 if req.pad_value is None else req.pad_value,
         )
         return _decode(req.weight, shape, "weight"), shape, geometry
     if req.model is None or req.layer is None:
@@ -96,8 +98,10 @@ def _resolve_weights(req: ConvRequest, state: ServiceState, settings: Settings):
         raise ModelNotFound(f"model {req.model!r} has no binary layer {req.layer!r}; it has {sorted(layers)}")
     layer = layers[req.layer]
     stored = _Geometry(
-        _pair(layer.stride, "stride", 1, 1), _pair(layer.padding, "padding", 0, 0),
-        _pair(layer.dilation, "dilation", 1, 1), int(layer.pad_value),
+        _pair(layer.stride, "stride", 1, 1),
+        _pair(layer.padding, "padding", 0, 0),
+        _pair(layer.dilation, "dilation", 1, 1),
+        int(layer.pad_value),
     )
     given = {"stride": req.stride, "padding": req.padding, "dilation": req.dilation, "pad_value": req.pad_value}
     for key, value in given.items():
@@ -126,8 +130,8 @@ def _plan(req: ConvRequest, state: ServiceState) -> _Plan:
     settings = state.settings
     in_shape = _checked_shape(req.input, "input", settings.max_conv_elements)
     weights, w_shape, g = _resolve_weights(req, state, settings)
-    n, c, h, w = in_shape
-    o, wc, kh, kw = w_shape
+    _n, c, h, w = in_shape
+    _o, wc, kh, kw = w_shape
     if c != wc:
         raise InvalidInput(f"channel mismatch: input has {c} channels, weight expects {wc}")
     for axis, pad, k, d in (("height", g.padding[0], kh, g.dilation[0]), ("width", g.padding[1], kw, g.dilation[1])):
@@ -148,14 +152,22 @@ def _plan(req: ConvRequest, state: ServiceState) -> _Plan:
     json_out = req.input.b64 is None
     cost = conv_cost(in_shape, w_shape, (oh, ow), g.padding, json_out=json_out, weight_given=req.weight is not None)
     if cost.output_elements > settings.max_conv_elements:
-        raise PayloadTooLarge(f"output would have {cost.output_elements} elements; the limit is "
-                              f"{settings.max_conv_elements} (setting BNN_MAX_CONV_ELEMENTS)")
+        raise PayloadTooLarge(
+            f"output would have {cost.output_elements} elements; the limit is "
+            f"{settings.max_conv_elements} (setting BNN_MAX_CONV_ELEMENTS)"
+        )
     if cost.binary_ops > settings.max_conv_ops:
-        raise PayloadTooLarge(f"convolution needs {cost.binary_ops} binary multiply-adds; the limit is "
-                              f"{settings.max_conv_ops} (setting BNN_MAX_CONV_OPS)")
+        raise PayloadTooLarge(
+            f"convolution needs {cost.binary_ops} binary multiply-adds; the limit is "
+            f"{settings.max_conv_ops} (setting BNN_MAX_CONV_OPS)"
+        )
     if json_out:
-        check_json_values(cost.json_values_out, settings.max_json_values, "the JSON response",
-                          "the input as base64 ('b64') to get a base64 answer")
+        check_json_values(
+            cost.json_values_out,
+            settings.max_json_values,
+            "the JSON response",
+            "the input as base64 ('b64') to get a base64 answer",
+        )
     check_response_bytes(cost.response_bytes, settings.max_response_bytes, "the response")
     return _Plan(in_shape, weights, w_shape, g, cost)
 
@@ -189,9 +201,14 @@ def _encode(out: torch.Tensor, as_b64: bool) -> list[bytes]:
     head = b'{"shape":' + json.dumps(list(out.shape)).encode() + b',"dtype":"float32",'
     values = out.contiguous().numpy().reshape(-1)
     if as_b64:
-        raw = memoryview(values.astype("<f4", copy=False)).cast("B")  # the output's own bytes, no copy
-        return [head, b'"b64":"', *(base64.b64encode(raw[i : i + _B64_CHUNK]) for i in range(0, len(raw), _B64_CHUNK)),
-                b'"}']
+        # the output's own bytes, no copy (numpy's stubs do not declare the buffer protocol)
+        raw = memoryview(values.astype("<f4", copy=False)).cast("B")  # type: ignore[arg-type]
+        return [
+            head,
+            b'"b64":"',
+            *(base64.b64encode(raw[i : i + _B64_CHUNK]) for i in range(0, len(raw), _B64_CHUNK)),
+            b'"}',
+        ]
     parts = [head, b'"data":[']
     for i in range(0, values.size, _JSON_CHUNK):
         if i:
@@ -241,8 +258,9 @@ async def _conv(state: ServiceState, request: Request, body: bytes) -> BudgetedR
     del body
     plan = _plan(req, state)
     reservation = await state.budget.reserve(plan.cost.peak_bytes, "this convolution")
-    out = await run_cancellable(request, _run, req, plan, timeout_s=settings.request_timeout_s,
-                                what="the convolution", reservation=reservation)
+    out = await run_cancellable(
+        request, _run, req, plan, timeout_s=settings.request_timeout_s, what="the convolution", reservation=reservation
+    )
     try:
         payload = await run_codec(_encode, out, req.input.b64 is not None)
     except BaseException:

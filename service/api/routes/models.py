@@ -12,8 +12,9 @@ router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
 def _status(state: ServiceState, name: str) -> ModelStatus:
     if name in state.models:
         m = state.models[name]
-        return ModelStatus(name=name, version=str(m.version), ready=name in state.batchers,
-                           packed_size_bytes=int(m.packed_size_bytes))
+        return ModelStatus(
+            name=name, version=str(m.version), ready=name in state.batchers, packed_size_bytes=int(m.packed_size_bytes)
+        )
     return ModelStatus(name=name, ready=False, error=state.errors.get(name, "loading"))
 
 
@@ -23,8 +24,12 @@ async def list_models(state: StateDep) -> ModelList:
     return ModelList(default_model=state.default_model, models=[_status(state, n) for n in names])
 
 
-@router.get("/{name}", response_model=ModelDetail, responses={404: {"model": ErrorBody}},
-            summary="One model: summary, layers, packed size, and whether it is ready")
+@router.get(
+    "/{name}",
+    response_model=ModelDetail,
+    responses={404: {"model": ErrorBody}},
+    summary="One model: summary, layers, packed size, and whether it is ready",
+)
 async def get_model(state: StateDep, name: str) -> ModelDetail:
     if name not in state.models and name not in state.errors:
         raise ModelNotFound(f"model {name!r} not found; available: {sorted(set(state.models) | set(state.errors))}")

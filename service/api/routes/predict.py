@@ -1,22 +1,24 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from service import kernel
+from service.api.cost import check_response_bytes
 from service.api.deps import ApiKeyDep, ModelQuery, StateDep
 from service.api.errors import InvalidInput, PayloadTooLarge
-from service.api.cost import check_response_bytes
 from service.api.guard import run_cancellable, run_codec, until_disconnect
 from service.api.images import load_image, open_image
 from service.api.schemas import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)
+}
 
 
 # Uploads with at most this many pixels in all are decoded on the event loop (tens of
@@ -82,9 +84,10 @@ async def predict(
     loaded, batcher = state.resolve(model)
     settings = state.settings
     if len(file) > settings.max_queue_size:
-        raise PayloadTooLarge(f"{len(file)} images in one request; the limit is {settings.max_queue_size} "
-                              "(setting BNN_MAX_QUEUE_SIZE)")
-    uploads = []
+        raise PayloadTooLarge(
+            f"{len(file)} images in one request; the limit is {settings.max_queue_size} (setting BNN_MAX_QUEUE_SIZE)"
+        )
+    uploads: list[tuple[str, bytes]] = []
     for upload in file:
         name = upload.filename or f"file{len(uploads)}"
         uploads.append((name, await upload.read()))
@@ -95,10 +98,15 @@ async def predict(
     images = [(name, open_image(data, name, settings.max_image_pixels)) for name, data in uploads]
     sizes = [image.width * image.height for _, image in images]
     if sum(sizes) > settings.max_request_pixels:
-        raise PayloadTooLarge(f"the {len(images)} images hold {sum(sizes)} pixels in all; one request may decode at most "
-                              f"{settings.max_request_pixels} (setting BNN_MAX_REQUEST_PIXELS)")
-    answer_bytes = len(uploads) * (min(top_k, loaded.num_classes) * (max(map(len, loaded.labels), default=0) + 64)
-                                    + max(len(name) for name, _ in uploads) + 64)
+        raise PayloadTooLarge(
+            f"the {len(images)} images hold {sum(sizes)} pixels in all; one request may decode at most "
+            f"{settings.max_request_pixels} (setting BNN_MAX_REQUEST_PIXELS)"
+        )
+    answer_bytes = len(uploads) * (
+        min(top_k, loaded.num_classes) * (max(map(len, loaded.labels), default=0) + 64)
+        + max(len(name) for name, _ in uploads)
+        + 64
+    )
     check_response_bytes(answer_bytes, settings.max_response_bytes, "the response")
     spec = loaded.input
     peak = DECODE_BYTES_PER_PIXEL * max(sizes) + 2 * 4 * len(images) * spec.channels * spec.height * spec.width
@@ -106,13 +114,21 @@ async def predict(
         batch = _preprocess(None, loaded, images, settings.max_image_pixels)
     else:
         reservation = await state.budget.reserve(peak, f"decoding {len(images)} images")
-        batch = await run_cancellable(request, _preprocess, loaded, images, settings.max_image_pixels,
-                                      timeout_s=settings.request_timeout_s, what="decoding the images",
-                                      reservation=reservation)
+        batch = await run_cancellable(
+            request,
+            _preprocess,
+            loaded,
+            images,
+            settings.max_image_pixels,
+            timeout_s=settings.request_timeout_s,
+            what="decoding the images",
+            reservation=reservation,
+        )
         reservation.release()
     del images
-    logits = await until_disconnect(request, batcher.predict(batch, settings.request_timeout_s),
-                                    f"the inference on {loaded.name!r}")
+    logits = await until_disconnect(
+        request, batcher.predict(batch, settings.request_timeout_s), f"the inference on {loaded.name!r}"
+    )
     names = [name for name, _ in uploads]
     if len(names) * min(top_k, loaded.num_classes) <= INLINE_RANKED:
         return _response(loaded, names, logits, top_k)
@@ -125,8 +141,10 @@ INLINE_RANKED = 1024
 
 def _response(model, names: list[str], logits: torch.Tensor, top_k: int) -> PredictResponse:
     ranked = top_predictions(logits, list(model.labels), top_k)
-    return PredictResponse.model_validate({
-        "model": model.name,
-        "version": str(model.version),
-        "results": [{"filename": name, "predictions": preds} for name, preds in zip(names, ranked)],
-    })
+    return PredictResponse.model_validate(
+        {
+            "model": model.name,
+            "version": str(model.version),
+            "results": [{"filename": name, "predictions": preds} for name, preds in zip(names, ranked)],
+        }
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 import service
-from service.api.cost import FLOAT32, PY_FLOAT, check_json_values, check_response_bytes, count_json_values, json_float_bytes
+from service.api.cost import (
+    FLOAT32,
+    PY_FLOAT,
+    check_json_values,
+    check_response_bytes,
+    count_json_values,
+    json_float_bytes,
+)
 from service.api.deps import ApiKeyDep, StateDep
 from service.api.errors import InvalidInput, ModelNotFound, PayloadTooLarge
 from service.api.guard import BudgetedResponse, run_codec, until_disconnect
@@ -37,7 +45,9 @@ INPUT_NAME = "input"
 OUTPUTS = ("logits", "probabilities")
 # Binary tensor data extension (KServe / Triton): the body is this many bytes of JSON, then raw tensors.
 BINARY_HEADER = "Inference-Header-Content-Length"
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)
+}
 
 
 @health_router.get("/live", response_model=V2Live)
@@ -52,7 +62,9 @@ async def ready(state: StateDep) -> JSONResponse:
 
 @router.get("", response_model=V2ServerMetadata)
 async def server_metadata() -> V2ServerMetadata:
-    return V2ServerMetadata(name="bnn-serve", version=service.__version__, extensions=["classification", "binary_tensor_data"])
+    return V2ServerMetadata(
+        name="bnn-serve", version=service.__version__, extensions=["classification", "binary_tensor_data"]
+    )
 
 
 def _known(state, name: str) -> None:
@@ -97,8 +109,12 @@ async def _read_request(request: Request, max_json_values: int) -> tuple[V2Infer
             raise InvalidInput(f"{BINARY_HEADER} is {n}, but the body has {len(body)} bytes")
         header, binary = body[:n], body[n:]
     values = count_json_values(header)
-    check_json_values(values, max_json_values, "the request's JSON",
-                      "the input as binary tensor data (the binary_data_size parameter)")
+    check_json_values(
+        values,
+        max_json_values,
+        "the request's JSON",
+        "the input as binary tensor data (the binary_data_size parameter)",
+    )
     return await run_codec(_parse, header), binary, values
 
 
@@ -120,8 +136,9 @@ def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) ->
     if t.datatype != "FP32":
         raise InvalidInput(f"input {t.name!r} must have datatype FP32, got {t.datatype!r}")
     if len(t.shape) != 4 or t.shape[1:] != expected or t.shape[0] < 1:
-        raise InvalidInput(f"input {t.name!r} must have shape [N, {', '.join(map(str, expected))}] with N >= 1, "
-                           f"got {t.shape}")
+        raise InvalidInput(
+            f"input {t.name!r} must have shape [N, {', '.join(map(str, expected))}] with N >= 1, got {t.shape}"
+        )
     if t.shape[0] > max_images:
         raise PayloadTooLarge(f"batch of {t.shape[0]} images; the limit is {max_images}")
     count = math.prod(t.shape)
@@ -155,10 +172,14 @@ def _binary_input(t, size, count: int, binary: bytes) -> np.ndarray:
     if t.data is not None:
         raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
     if isinstance(size, bool) or not isinstance(size, int) or size != 4 * count:
-        raise InvalidInput(f"input {t.name!r}: binary_data_size must be {4 * count} ({count} FP32 values "
-                           f"for shape {t.shape}), got {size!r}")
+        raise InvalidInput(
+            f"input {t.name!r}: binary_data_size must be {4 * count} ({count} FP32 values "
+            f"for shape {t.shape}), got {size!r}"
+        )
     if len(binary) != size:
-        raise InvalidInput(f"input {t.name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header")
+        raise InvalidInput(
+            f"input {t.name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header"
+        )
     return np.frombuffer(binary, dtype="<f4").astype(np.float32)  # a writable copy in native order
 
 
@@ -208,6 +229,7 @@ def _outputs(requested, logits: torch.Tensor, labels: list[str]) -> tuple[list[V
     outputs, blobs = [], []
     for name, k, binary in requested:
         values = logits if name == "logits" else torch.softmax(logits, dim=1)
+        data: list[Any] | None
         if k is not None:
             k = min(k, values.shape[1])
             shape, datatype, data = [values.shape[0], k], "BYTES", _classification(values, labels, k)
@@ -217,8 +239,9 @@ def _outputs(requested, logits: torch.Tensor, labels: list[str]) -> tuple[list[V
             data = None if binary else values.flatten().tolist()
             raw = values.numpy().astype("<f4").tobytes() if binary else b""
         if binary:
-            outputs.append(V2OutputTensor(name=name, shape=shape, datatype=datatype,
-                                          parameters={"binary_data_size": len(raw)}))
+            outputs.append(
+                V2OutputTensor(name=name, shape=shape, datatype=datatype, parameters={"binary_data_size": len(raw)})
+            )
             blobs.append(raw)
         else:
             outputs.append(V2OutputTensor(name=name, shape=shape, datatype=datatype, data=data))
@@ -231,16 +254,21 @@ _INFER_BODY = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}}},
         "description": "The JSON inference request. With the binary tensor data extension, the body is that JSON "
         f"followed by the raw little-endian tensor bytes, the header `{BINARY_HEADER}` gives the JSON's length "
-        "and the input has `\"parameters\": {\"binary_data_size\": BYTES}` instead of `data`.",
+        'and the input has `"parameters": {"binary_data_size": BYTES}` instead of `data`.',
     }
 }
 
 
-@router.post("/models/{name}/infer", response_model=V2InferResponse, response_model_exclude_none=True,
-             responses=_ERRORS, openapi_extra=_INFER_BODY,
-             description="Open Inference Protocol inference, with the classification and binary tensor data "
-             "extensions: ask for binary outputs with `\"binary_data\": true` on an output or "
-             "`\"binary_data_output\": true` in the request's parameters.")
+@router.post(
+    "/models/{name}/infer",
+    response_model=V2InferResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    openapi_extra=_INFER_BODY,
+    description="Open Inference Protocol inference, with the classification and binary tensor data "
+    'extensions: ask for binary outputs with `"binary_data": true` on an output or '
+    '`"binary_data_output": true` in the request\'s parameters.',
+)
 async def infer(state: StateDep, name: str, request: Request) -> BudgetedResponse:
     model, batcher = state.resolve(name)
     settings = state.settings
@@ -248,28 +276,36 @@ async def infer(state: StateDep, name: str, request: Request) -> BudgetedRespons
     requested = _requested_outputs(req)
     images = _declared_batch(req, settings.max_queue_size)
     response_bytes, json_values = _response_size(requested, images, model)
-    check_json_values(json_values, settings.max_json_values, "the JSON response",
-                      "binary outputs (\"binary_data\": true)")
+    check_json_values(
+        json_values, settings.max_json_values, "the JSON response", 'binary outputs ("binary_data": true)'
+    )
     check_response_bytes(response_bytes, settings.max_response_bytes, "the response")
     spec = model.input
     input_bytes = FLOAT32 * images * spec.channels * spec.height * spec.width
     # the parsed JSON's numbers, the input (and its float32 copy), the logits and probabilities, their
     # serialised form, the body
-    peak = (PY_FLOAT * values_in + 2 * input_bytes + 2 * FLOAT32 * images * model.num_classes + PY_FLOAT * json_values
-            + 2 * response_bytes)
+    peak = (
+        PY_FLOAT * values_in
+        + 2 * input_bytes
+        + 2 * FLOAT32 * images * model.num_classes
+        + PY_FLOAT * json_values
+        + 2 * response_bytes
+    )
     reservation = await state.budget.reserve(peak, f"this inference of {images} images")
     try:
         batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
         del binary
-        logits = await until_disconnect(request, batcher.predict(batch, settings.request_timeout_s),
-                                        f"the inference on {model.name!r}")
+        logits = await until_disconnect(
+            request, batcher.predict(batch, settings.request_timeout_s), f"the inference on {model.name!r}"
+        )
         body, headers = await run_codec(_encode, requested, logits, model, req.id)
     except BaseException:
         reservation.release()
         raise
     media_type = "application/octet-stream" if headers else "application/json"
-    return BudgetedResponse(body, reservation=reservation, send_timeout_s=settings.body_timeout_s,
-                            media_type=media_type, headers=headers)
+    return BudgetedResponse(
+        body, reservation=reservation, send_timeout_s=settings.body_timeout_s, media_type=media_type, headers=headers
+    )
 
 
 def _declared_batch(req: V2InferRequest, max_images: int) -> int:
