@@ -89,7 +89,7 @@ def start_server(store: Path, max_batch_size: int, threads: int) -> tuple[subpro
     port = free_port()
     env = {**os.environ, "BNN_MODEL_STORE": str(store), "BNN_MAX_BATCH_SIZE": str(max_batch_size),
            "BNN_MAX_QUEUE_DELAY_MS": "2", "BNN_MAX_QUEUE_SIZE": "4096", "BNN_KERNEL_THREADS": str(threads),
-           "BNN_LOG_LEVEL": "warning", "OMP_NUM_THREADS": str(threads), "BNN_NUM_THREADS": str(threads)}
+           "BNN_LOG_LEVEL": "warning", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -1,7 +1,7 @@
 """``bnn-serve`` / ``python -m service``: serve the model store over HTTP with uvicorn.
 
 Host and port come from the command line (or BNN_HOST / BNN_PORT); every other setting from the
-environment (BNN_*, see service/api/config.py).
+environment (BNN_*, see docs/settings.md and service/settings.py).
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ import os
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Before torch loads OpenMP: idle OpenMP threads must sleep, not spin against the kernel's pool.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import uvicorn
-
-    from service.api import Settings, create_app
-    from service.api.protocol import protocol_class
+    from service.settings import Settings  # pydantic only: torch is not loaded yet
 
     settings = Settings()
+    # Before torch loads OpenMP, which reads this once: idle OpenMP threads sleep (passive) rather
+    # than spin against the kernel's pool. An OMP_WAIT_POLICY already in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy.upper())
+    import uvicorn
+
+    from service.api import create_app
+    from service.api.protocol import protocol_class
+
     parser = argparse.ArgumentParser(prog="bnn-serve", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.host, help=f"interface to bind (default {settings.host})")
     parser.add_argument("--port", type=int, default=settings.port, help=f"TCP port (default {settings.port})")

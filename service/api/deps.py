@@ -11,9 +11,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from service.api.batching import Batcher
 from service.api.budget import MemoryBudget
-from service.api.config import Settings
 from service.api.errors import ModelNotFound, ModelNotReady
 from service.api.metrics import ServiceMetrics
+from service.settings import Settings
 
 
 @dataclass

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -18,7 +17,6 @@ import service
 from service import kernel
 from service.api.batching import Batcher
 from service.api.budget import MemoryBudget
-from service.api.config import Settings
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
@@ -26,6 +24,7 @@ from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
 from service.api.routes import conv, health, metrics, models, predict, v2
 from service.api.schemas import ConvRequest, V2InferRequest
+from service.settings import Settings, configure
 from service.tuning import freeze_startup_objects, keep_freed_memory
 
 logger = logging.getLogger("bnn.api")
@@ -96,10 +95,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.kernel_threads is not None:
-            # One budget for both: the graph's float ops run on torch's threads, the binary convs on the kernel's.
-            kernel.set_num_threads(settings.kernel_threads)
-            torch.set_num_threads(settings.kernel_threads)
+        configure(settings)  # kernel path and threads, torch's threads
         configure_pillow(settings.max_image_pixels)
         keep_freed_memory()  # batch-sized activations are reused, not page-faulted in again per call
         loaded = store if store is not None else await asyncio.to_thread(load_store, settings)

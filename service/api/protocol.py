@@ -28,7 +28,7 @@ import h11
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.api.config import Settings
+from service.settings import Settings
 
 RefusalHook = Callable[[str], None]
 """Called with "header_timeout", "connection_limit" or "bad_request" each time a connection is refused."""

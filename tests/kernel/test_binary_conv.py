@@ -180,20 +180,47 @@ def test_dispatch_reports_and_forces_paths():
         kernel.set_isa("sse9")
 
 
-def test_env_var_forces_path_at_import():
+def test_settings_choose_the_path_when_configured(monkeypatch):
+    from pydantic import ValidationError
+
+    from service.settings import Settings, configure
+
+    best = kernel.available_isas()[0]
+    try:
+        for isa in ISAS:
+            monkeypatch.setenv("BNN_KERNEL_ISA", isa)
+            configure(Settings())
+            assert kernel.active_isa() == isa
+        monkeypatch.setenv("BNN_KERNEL_ISA", "auto")
+        configure(Settings())
+        assert kernel.active_isa() == best
+        missing = [isa for isa in ("avx512", "avx2", "portable") if isa not in ISAS]
+        for isa in missing:
+            with pytest.raises(ValueError, match="not supported here"):
+                kernel.configure(isa=isa)
+        monkeypatch.setenv("BNN_KERNEL_ISA", "bogus")
+        with pytest.raises(ValidationError, match="kernel_isa"):
+            Settings()
+    finally:
+        kernel.set_isa(best)
+
+
+def test_import_reads_no_environment():
+    """Nothing is chosen at import: bad settings in the environment only fail when read."""
     import subprocess
     import sys
 
-    for isa in ISAS:
-        out = subprocess.run(
-            [sys.executable, "-c", "from service import kernel; print(kernel.active_isa())"],
-            env={"BNN_ISA": isa, "PATH": ""}, capture_output=True, text=True, check=True,
-        )
-        assert out.stdout.strip() == isa
-    bad = subprocess.run(
-        [sys.executable, "-c", "import service.kernel"], env={"BNN_ISA": "bogus"}, capture_output=True, text=True
+    env = {"BNN_KERNEL_ISA": "bogus", "BNN_KERNEL_THREADS": "0", "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", "from service import kernel, settings, api, model; print(kernel.active_isa())"],
+        env=env, capture_output=True, text=True, check=True,
     )
-    assert bad.returncode != 0 and "unknown instruction set" in bad.stderr
+    assert out.stdout.strip() == kernel.available_isas()[0]
+    bad = subprocess.run(
+        [sys.executable, "-c", "from service.settings import Settings; Settings()"],
+        env=env, capture_output=True, text=True,
+    )
+    assert bad.returncode != 0 and "kernel_isa" in bad.stderr and "kernel_threads" in bad.stderr
 
 
 def _is_channels_last(t):

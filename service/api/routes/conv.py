@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service import kernel
-from service.api.config import Settings
 from service.api.cost import PY_FLOAT, ConvCost, check_json_values, check_response_bytes, conv_cost, count_json_values
 from service.api.deps import ApiKeyDep, ServiceState, StateDep
 from service.api.errors import InvalidInput, InvalidParameter, ModelNotFound, PayloadTooLarge
 from service.api.guard import BudgetedResponse, run_cancellable, run_codec
 from service.api.schemas import ConvRequest, ConvResponse, ErrorBody, TensorBody
+from service.settings import Settings
 
 router = APIRouter(tags=["conv"], dependencies=[ApiKeyDep])
 

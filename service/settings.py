@@ -1,4 +1,6 @@
-"""The one place every service setting lives; each can be set from the environment as BNN_<NAME>."""
+"""Every setting of the service and its kernel, in one place: each can be set from the environment
+as ``BNN_<NAME>`` (docs/settings.md lists them). Reading them has no effect; :func:`configure`
+applies the process-wide ones (kernel path and threads, torch's threads) once at start-up."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_model_store() -> Path:
@@ -49,7 +51,17 @@ class Settings(BaseSettings):
     model_store: Path = Field(default_factory=_default_model_store, description="Folder with one subfolder per model.")
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
     kernel_threads: int | None = Field(
-        None, ge=1, description="Threads of the binary kernel (default: the kernel's own)."
+        None,
+        ge=1,
+        description="Threads of the binary kernel and of torch's float ops (default: torch's own count, one per core).",
+    )
+    kernel_isa: Literal["auto", "avx512", "avx2", "portable"] = Field(
+        "auto", description="Instruction-set path of the kernel (default: the best this CPU supports)."
+    )
+    omp_wait_policy: Literal["passive", "active"] = Field(
+        "passive",
+        description="OMP_WAIT_POLICY given to torch's OpenMP when the environment sets none: passive idle "
+        "threads sleep instead of spinning against the kernel's pool. Read by bnn-serve before torch loads.",
     )
 
     max_batch_size: int = Field(32, ge=1, description="Most images one model call takes; 1 turns batching off.")
@@ -103,3 +115,16 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")
+
+
+def configure(settings: Settings) -> None:
+    """Apply the process-wide settings: the kernel's instruction set and threads, and torch's
+    threads (the graph's float ops run on torch's pool, the binary convolutions on the kernel's, one
+    at a time, so one count serves both). Raises ValueError for a path this CPU lacks."""
+    import torch
+
+    from service import kernel
+
+    kernel.configure(threads=settings.kernel_threads, isa=settings.kernel_isa)
+    if settings.kernel_threads is not None:
+        torch.set_num_threads(settings.kernel_threads)
