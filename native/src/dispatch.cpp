@@ -1,7 +1,7 @@
-// Runtime CPU dispatch: detect once, pick one kernel table, let BNN_ISA or set_active_isa force
-// another (tests run every supported path).
+// Runtime CPU dispatch: detect once and start on the best supported kernel table; set_active_isa
+// switches to another (the caller's settings choose it; tests run every supported path). Nothing
+// here reads the environment: the core takes its choices as arguments.
 #include <atomic>
-#include <cstdlib>
 
 #include "kernels.h"
 
@@ -54,18 +54,8 @@ static const KernelTable& table_for(Isa isa) {
   }
 }
 
-static Isa initial_isa() {
-  if (const char* forced = std::getenv("BNN_ISA"); forced && *forced) {
-    const Isa isa = isa_from_name(forced);
-    if (!isa_supported(isa))
-      throw std::invalid_argument(std::string("BNN_ISA=") + forced + " is not supported by this CPU/build");
-    return isa;
-  }
-  return supported_isas().front();
-}
-
 static std::atomic<const KernelTable*>& active_table() {
-  static std::atomic<const KernelTable*> table{&table_for(initial_isa())};
+  static std::atomic<const KernelTable*> table{&table_for(supported_isas().front())};
   return table;
 }
 
