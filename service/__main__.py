@@ -1,19 +1,63 @@
-"""``bnn-serve`` / ``python -m service``: serve the model store over HTTP with uvicorn.
+"""``bnn-serve`` / ``python -m service``: serve a model store over HTTP (uvicorn).
 
-Host and port come from the command line (or BNN_HOST / BNN_PORT); every other setting from the
-environment (BNN_*, see docs/settings.md and service/settings.py).
+Every setting is a flag here and an environment variable (--max-batch-size is
+BNN_MAX_BATCH_SIZE); a flag wins over the environment. docs/settings.md explains each one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Every problem of ``exc`` on one line, each named as its flag and its variable."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        given = "" if field == "api_key" else f" (got {err.get('input')!r})"
+        problems.append(f"--{field.replace('_', '-')} / BNN_{field.upper()}: {err['msg']}{given}")
+    return "; ".join(problems)
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """The settings from the command line over the environment; ``--help`` and ``--version`` print
+    and exit 0, an invalid value prints one line and exits 2 (argparse's convention)."""
+    from pydantic_settings import CliSettingsSource
+
+    import service
+    from service.settings import Settings  # pydantic only: torch is not loaded yet
+
+    parser = argparse.ArgumentParser(
+        prog="bnn-serve",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bnn-serve {service.__version__}")
+    source: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_show_env_vars=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+    )
+    try:
+        return Settings(_cli_settings_source=source(args=sys.argv[1:] if argv is None else argv))
+    except ValidationError as exc:
+        parser.exit(2, f"bnn-serve: error: {_one_line(exc)}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from service.settings import Settings  # pydantic only: torch is not loaded yet
-
-    settings = Settings()
+    settings = parse_settings(argv)
     # Before torch loads OpenMP, which reads this once: idle OpenMP threads sleep (passive) rather
     # than spin against the kernel's pool. An OMP_WAIT_POLICY already in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy.upper())
@@ -22,11 +66,6 @@ def main(argv: list[str] | None = None) -> None:
     from service.api import create_app
     from service.api.protocol import protocol_class
 
-    parser = argparse.ArgumentParser(prog="bnn-serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=settings.host, help=f"interface to bind (default {settings.host})")
-    parser.add_argument("--port", type=int, default=settings.port, help=f"TCP port (default {settings.port})")
-    args = parser.parse_args(argv)
-    settings = settings.model_copy(update={"host": args.host, "port": args.port})
     app = create_app(settings)
     refusals = app.state.service.metrics.connection_refusals
     uvicorn.run(

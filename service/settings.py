@@ -8,16 +8,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _default_model_store() -> Path:
-    """``./model_store`` when the working directory has one, else the one next to the repository."""
-    here = Path.cwd() / "model_store"
-    return here if here.is_dir() else _REPO_ROOT / "model_store"
 
 
 def _cgroup_memory_limit() -> int | None:
@@ -48,7 +40,9 @@ def default_memory_budget() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BNN_", extra="ignore", protected_namespaces=())
 
-    model_store: Path = Field(default_factory=_default_model_store, description="Folder with one subfolder per model.")
+    model_store: Path = Field(
+        Path("model_store"), description="Folder with one subfolder per model (relative: to the working directory)."
+    )
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
     kernel_threads: int | None = Field(
         None,
@@ -111,10 +105,18 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(5.0, gt=0, description="How long an idle keep-alive connection stays open.")
     max_connections: int = Field(512, ge=1, description="Most open client connections; more get 503 and are closed.")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0: every interface).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Least severe log level written."
+    )
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")
+
+    @field_validator("kernel_isa", "omp_wait_policy", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        """Named choices are case-insensitive (BNN_LOG_LEVEL=DEBUG means debug)."""
+        return value.lower() if isinstance(value, str) else value
 
 
 def configure(settings: Settings) -> None:
