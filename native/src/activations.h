@@ -1,0 +1,25 @@
+// Activation packing: float32 NCHW or NHWC to padded, channels-last sign bits (layout in bnn.h).
+#pragma once
+#include <cstdint>
+
+#include "buffer.h"
+
+namespace bnn {
+
+class ThreadPool;
+
+class PackedActivations {
+ public:
+  int64_t N = 0, C = 0, H = 0, W = 0, ph = 0, pw = 0, words = 0;
+  int64_t Hp() const { return H + 2 * ph; }
+  int64_t Wp() const { return W + 2 * pw; }
+  WordBuffer data;
+};
+
+// x is float32, NCHW contiguous (channels_last=false) or NHWC contiguous (channels_last=true).
+// Throws std::invalid_argument for a shape ConvShape::validate refuses, and Cancelled (cancel.h)
+// when the calling thread's token is cancelled while it runs; `out` is then left as it was.
+void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool);
+
+}  // namespace bnn

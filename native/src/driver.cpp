@@ -1,0 +1,91 @@
+// The convolution entry points and the driver they share: check the shapes, prepare the job
+// (reduction-word offsets, padding-correction table, the active kernel table's weights) and run
+// the active instruction set's conv_row over (image, output row, output-channel block) items on
+// the thread pool.
+#include <memory>
+#include <vector>
+
+#include "checks.h"
+#include "driver.h"
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace bnn {
+
+namespace {
+
+// The shared driver: `job` carries the output (floats, or packed bits in job.out_bits).
+void run_conv(const PackedActivations& x, const PackedWeights& w, const ConvShape& s, ConvJob& job,
+              ThreadPool& pool) {
+  s.validate();
+  if (x.N != s.N || x.C != s.C || x.H != s.H || x.W != s.W || x.ph != s.ph || x.pw != s.pw)
+    invalid("packed activations do not match the convolution shape");
+  if (w.O != s.O || w.C != s.C || w.KH != s.KH || w.KW != s.KW)
+    invalid("packed weights do not match the convolution shape");
+  job.x = &x, job.w = &w, job.s = &s;
+  job.OH = s.OH(), job.OW = s.OW();
+  // Reduction word i = (kh * KW + kw) * words + k, in the order of the blocked weights.
+  std::vector<int64_t> offs(static_cast<size_t>(s.KH * s.KW * x.words));
+  for (int64_t kh = 0; kh < s.KH; ++kh)
+    for (int64_t kw = 0; kw < s.KW; ++kw)
+      for (int64_t k = 0; k < x.words; ++k)
+        offs[(kh * s.KW + kw) * x.words + k] = (kh * s.dh * x.Wp() + kw * s.dw) * x.words + k;
+  job.word_offsets = offs.data();
+  job.k_total = s.C * s.KH * s.KW;
+  std::shared_ptr<const CorrectionTable> corr;
+  if (s.pad_value != 1 && (s.ph > 0 || s.pw > 0)) {
+    corr = w.correction(s);
+    job.row_class = corr->row_class.data();
+    job.col_class = corr->col_class.data();
+    job.corr_table = corr->table.data();
+    job.nrc = corr->nrc, job.ncc = corr->ncc;
+    job.col_inner_lo = corr->col_inner_lo, job.col_inner_hi = corr->col_inner_hi;
+  }
+  const KernelTable& kt = active_kernels();
+  job.weights = kt.pair_weights ? w.pair_blocked.data() : w.blocked.data();
+  const int64_t blocks = out_blocks(s.O);
+  const int64_t rows = s.N * job.OH;
+  if ((job.channels_last_out || job.out_bits) && pool.num_threads() > 1) {
+    // Block-major: threads claim consecutive items, and the items of one output row would write
+    // neighbouring (possibly shared) cache lines of the same NHWC pixels; adjacent rows of one
+    // block do not.
+    pool.parallel_for(rows * blocks, [&](int64_t i) {
+      const int64_t ob = i / rows, row = i % rows;
+      kt.conv_row(job, row / job.OH, row % job.OH, ob);
+    });
+    return;
+  }
+  pool.parallel_for(rows * blocks, [&](int64_t i) {
+    const int64_t row = i / blocks, ob = i % blocks;
+    kt.conv_row(job, row / job.OH, row % job.OH, ob);
+  });
+}
+
+}  // namespace
+
+void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
+  ConvJob job;
+  job.t = t, job.out = out, job.channels_last_out = channels_last_out;
+  run_conv(x, w, s, job, pool);
+}
+
+void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                        const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
+                        ThreadPool& pool) {
+  s.validate();
+  require_geometry("output padding height", out_ph, 0);
+  require_geometry("output padding width", out_pw, 0);
+  // Built aside and moved into `out` only when complete (a cancelled conv leaves `out` as it was).
+  PackedActivations bits;
+  bits.N = s.N, bits.C = s.O, bits.H = s.OH(), bits.W = s.OW(), bits.ph = out_ph, bits.pw = out_pw;
+  bits.words = words_for(s.O);
+  check_buffer("packed output", {bits.N, bits.Hp(), bits.Wp(), bits.words}, sizeof(uint64_t));
+  bits.data = WordBuffer(static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words));  // zeroed: border = +1, tail bits = 0
+  ConvJob job;
+  job.t = t, job.out_bits = &bits;
+  run_conv(x, w, s, job, pool);
+  out = std::move(bits);
+}
+
+}  // namespace bnn
