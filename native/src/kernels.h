@@ -1,9 +1,10 @@
 // The per-instruction-set entry points. Each kernels_<isa>.cpp defines one KernelTable by
-// including conv_driver.inc after its micro-kernel, so the same driver source is compiled once
-// per target with that target's flags.
+// including conv_driver.inc after its micro-kernel (the interface: micro_kernel.h), so the same
+// driver source is compiled once per target with that target's flags.
 #pragma once
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <utility>
 
 #include "bnn.h"
