@@ -12,7 +12,8 @@
 //   activations.h  PackedActivations, pack_activations
 //   driver.h       binary_conv2d, binary_conv2d_sign and their fused epilogue
 //   dispatch.h     the instruction sets and which one is active
-// kernels.h is the internal interface between the driver and the per-ISA kernels.
+// reference.h is the naive convolution the tests hold every path to. Internal: checks.h (the
+// argument checks), kernels.h and micro_kernel.h (the driver's interface to the per-ISA kernels).
 #pragma once
 #include "activations.h"
 #include "buffer.h"

@@ -21,36 +21,13 @@
 #include <vector>
 
 #include "bnn.h"
+#include "reference.h"
 #include "thread_pool.h"
 
 namespace {
 
 constexpr double kMaxRunMacs = 1e7;      // cases up to this much work run against the reference
 constexpr double kMaxRunElements = 1e6;  // and up to this many input, packed or weight elements
-
-int sgn(float v) { return v >= 0.0f ? 1 : -1; }
-
-// Exact integer correlation of the +-1 values, NCHW, with the border = pad_value.
-std::vector<float> reference(const std::vector<float>& x, const std::vector<float>& w, const bnn::ConvShape& s) {
-  const int64_t OH = s.OH(), OW = s.OW();
-  std::vector<float> out(static_cast<size_t>(s.N * s.O * OH * OW));
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t o = 0; o < s.O; ++o)
-      for (int64_t oh = 0; oh < OH; ++oh)
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          int64_t acc = 0;
-          for (int64_t c = 0; c < s.C; ++c)
-            for (int64_t kh = 0; kh < s.KH; ++kh)
-              for (int64_t kw = 0; kw < s.KW; ++kw) {
-                const int64_t ih = oh * s.sh - s.ph + kh * s.dh, iw = ow * s.sw - s.pw + kw * s.dw;
-                const int xv = (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) ? s.pad_value
-                                                                            : sgn(x[((n * s.C + c) * s.H + ih) * s.W + iw]);
-                acc += xv * sgn(w[((o * s.C + c) * s.KH + kh) * s.KW + kw]);
-              }
-          out[((n * s.O + o) * OH + oh) * OW + ow] = static_cast<float>(acc);
-        }
-  return out;
-}
 
 bool small_enough(const bnn::ConvShape& s) {
   const double d = static_cast<double>(s.N) * s.O * s.OH() * s.OW();
@@ -68,22 +45,13 @@ std::string run_case(const bnn::ConvShape& s, uint64_t seed, bnn::ThreadPool& po
   std::vector<float> x(static_cast<size_t>(s.N * s.C * s.H * s.W)), w(static_cast<size_t>(s.O * s.C * s.KH * s.KW));
   for (auto& v : x) v = normal(rng);
   for (auto& v : w) v = normal(rng);
-  const std::vector<float> expected = reference(x, w, s);
+  const std::vector<float> expected = bnn::reference::conv2d(x.data(), w.data(), s);
   const auto weights = bnn::PackedWeights::from_float(w.data(), s.O, s.C, s.KH, s.KW);
-  const int64_t OH = s.OH(), OW = s.OW(), P = OH * OW;
-  std::vector<float> nhwc_in(x.size());
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t p = 0; p < s.H * s.W; ++p) nhwc_in[(n * s.H * s.W + p) * s.C + c] = x[(n * s.C + c) * s.H * s.W + p];
-  // The binarised output with a one-pixel border on top and bottom: bit o set where expected < 0.
-  const int64_t oph = 1, opw = 0, words = bnn::words_for(s.O);
-  std::vector<uint64_t> want_bits(static_cast<size_t>(s.N * (OH + 2 * oph) * (OW + 2 * opw) * words), 0);
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t o = 0; o < s.O; ++o)
-      for (int64_t p = 0; p < P; ++p)
-        if (expected[(n * s.O + o) * P + p] < 0)
-          want_bits[((n * (OH + 2 * oph) + p / OW + oph) * (OW + 2 * opw) + p % OW + opw) * words + o / 64] |=
-              uint64_t{1} << (o % 64);
+  const int64_t P = s.OH() * s.OW();
+  const std::vector<float> nhwc_in = bnn::reference::nchw_to_nhwc(x.data(), s.N, s.C, s.H * s.W);
+  // The binarised output with a one-pixel border on top and bottom.
+  const int64_t oph = 1, opw = 0;
+  const std::vector<uint64_t> want_bits = bnn::reference::sign_bits(expected, s, oph, opw);
 
   for (bnn::Isa isa : bnn::supported_isas()) {
     bnn::set_active_isa(isa);
