@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 import service
@@ -134,7 +135,10 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
                 await batcher.stop()
 
     configure_logging(settings.log_level)
-    app = FastAPI(
+    # Swagger UI and ReDoc from fastapi-offline's copies of their assets, served by the app itself:
+    # /docs works on a machine with no route to a CDN.
+    app = FastAPIOffline(
+        static_url="/docs/static",
         title="bnn-serve",
         version=service.__version__,
         description="Binary (1-bit) CNN inference on CPUs: image classification, the raw binary convolution, "
