@@ -1,4 +1,4 @@
-"""Run the resource-attack catalogue (tests/reliability/attacks.py) against a real server and write a
+"""Run the resource-attack catalogue (bench/harness/attacks.py) against a real server and write a
 markdown table: what each attack sent, the status, the server's peak RSS over its RSS before the
 case, the worst /healthz latency a separate prober saw, how long the CPU stayed busy after the
 deadline or the client leaving, and the duration.
@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # run as a script: the repository root makes `bench.harness` importable
+    sys.path.insert(0, str(REPO))
 
-from tests.reliability import attacks  # noqa: E402
-from tests.reliability.harness import Server, fashion_model_into, start_server  # noqa: E402
+from bench.harness import attacks  # noqa: E402
+from bench.harness.procfs import cpu_name  # noqa: E402
+from bench.harness.server import Server, fashion_model_into, start_server  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -57,13 +59,6 @@ print(f"before-wrapper: service {service.__file__} core {core.__file__} isa {ser
 from service.__main__ import main
 main(sys.argv[4:])
 """
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def mib(n: int | None) -> str:
@@ -196,7 +191,7 @@ def main() -> None:
         f"Machine: {cpu_name()}, {_cores()} cores; kernel path `{isa}`; load average {load_before} at the start, "
         f"{_load()} at the end (other work on the machine slows the CPU-bound cases). Model: {model_source}.",
         f"Server settings: defaults, BNN_KERNEL_THREADS={attacks.BASE_SETTINGS['kernel_threads']}, and per case as "
-        "tests/reliability/attacks.py says; a fresh server per case, one case at a time.",
+        "bench/harness/attacks.py says; a fresh server per case, one case at a time.",
         f"Measured from outside the server: peak RSS is VmHWM (reset before the case) over VmRSS before it; /healthz "
         f"is probed every 10 ms from a separate process; CPU release is how long the server kept using more than "
         f"half a core after the deadline or the client leaving (utime+stime sampled every 20 ms). A case is killed "

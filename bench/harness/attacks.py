@@ -2,7 +2,7 @@
 stalled event loop, each with what the service must answer and the bounds it must stay within.
 
 One source for tests/reliability/test_resource_safety.py (one test per case) and
-bench/resource_attacks.py (the table in bench/RESULTS_RESOURCE*.md). Groups follow the issue:
+bench/resource_attacks.py, bench/soak.py (the tables in bench/RESULTS_RESOURCE*.md and RELIABILITY.md). Groups follow the issue:
 
     a  padding beyond the kernel's reach (422 before anything is allocated)
     b  output amplification: a small request asking for a huge answer (413)
@@ -21,7 +21,6 @@ service must not take the machine down with it. Everything is on loopback; bodie
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import math
@@ -40,11 +39,13 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from tests.reliability.harness import Server, cpu_seconds, mem_available_bytes, peak_rss_bytes, reset_peak_rss
-from tests.reliability.probe import CpuSampler, HealthProbe, HealthReport
+from bench.harness.hostile import f32_b64, png_chunk
+from bench.harness.probe import HealthProbe, HealthReport
+from bench.harness.procfs import CpuSampler, Sampler, mem_available_bytes, peak_rss_bytes, reset_peak_rss
+from bench.harness.server import Server
 
 MIB = 1 << 20
-MODEL = "fashion-mnist-bnn"  # the store the attacks run against: harness.fashion_model_into
+MODEL = "fashion-mnist-bnn"  # the store the attacks run against: bench.harness.server.fashion_model_into
 # Settings of every attack server: two kernel threads (every core of the 2-core reference machine,
 # and a fixed figure elsewhere), so a runaway convolution is plainly visible in the CPU counter.
 BASE_SETTINGS: dict[str, Any] = {"kernel_threads": 2}
@@ -53,6 +54,9 @@ BUDGET_BYTES = 256 * MIB  # BNN_MEMORY_BUDGET_BYTES of the memory-budget case
 API_KEY = "resource-attack-key"
 KEEP_BYTES = 4 * MIB  # of each answer's body, kept for checks; the rest is counted and dropped
 HEALTH_BOUND_S = 1.0  # worst /healthz latency allowed in any case (the issue's 100 ms where it names one)
+# An Attack's group, as the reports title it (the module docstring says what each one tries).
+GROUPS = {"a": "Padding beyond the kernel's reach", "b": "Output amplification", "c": "/v2 outputs and inputs",
+          "d": "/predict decompression", "e": "Deadlines stop work", "f": "Memory budget", "g": "Smaller ones"}
 
 
 # ---- answers -------------------------------------------------------------------------------------
@@ -221,10 +225,6 @@ def new_statuses(server: Server, before: Counter, wait_s: float = 5.0) -> Counte
 # ---- bodies ----------------------------------------------------------------------------------------
 
 
-def f32_b64(values: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode()
-
-
 def _signs(n: int, seed: int = 0) -> np.ndarray:
     return np.where(np.random.default_rng(seed).random(n) < 0.5, -1.0, 1.0).astype(np.float32)
 
@@ -248,10 +248,6 @@ def post_conv(server: Server, body: bytes, timeout_s: float = 60.0) -> Answer:
     return http(server, "POST", "/conv", content=body, headers=JSON_HEADERS, timeout_s=timeout_s)
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 @functools.cache
 def solid_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 40, 40)) -> bytes:
     """An RGB PNG of one colour, compressed row by row (the decoded image is never built here):
@@ -260,8 +256,8 @@ def solid_png(width: int, height: int, rgb: tuple[int, int, int] = (200, 40, 40)
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
 
 
 def png_files(count: int, side: int) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -584,36 +580,29 @@ class Outcome:
     problem: str | None = None
 
 
-class _Watchdog:
+class _Watchdog(Sampler):
     """Kills the server when the case overruns ``limit_s`` or MemAvailable drops below ``min_available``."""
 
     def __init__(self, server: Server, limit_s: float, min_available: int) -> None:
+        super().__init__(mem_available_bytes, interval_s=0.05)
         self.server, self.limit_s, self.min_available = server, limit_s, min_available
         self.reason: str | None = None
-        self.lowest_available = mem_available_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.deadline = math.inf
 
     def __enter__(self) -> _Watchdog:
-        self._thread.start()
+        self.deadline = time.monotonic() + self.limit_s
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        while not self._stop.wait(0.05):
-            available = mem_available_bytes()
-            self.lowest_available = min(self.lowest_available, available)
-            if available < self.min_available:
-                self.reason = f"MemAvailable fell to {available / MIB:.0f} MiB: server killed"
-            elif time.monotonic() > deadline:
-                self.reason = f"case ran past {self.limit_s:g} s: server killed"
-            if self.reason:
-                self.server.proc.kill()
-                return
+    def on_sample(self, at: float, available: float) -> bool:
+        if available < self.min_available:
+            self.reason = f"MemAvailable fell to {available / MIB:.0f} MiB: server killed"
+        elif at > self.deadline:
+            self.reason = f"case ran past {self.limit_s:g} s: server killed"
+        if self.reason:
+            self.server.proc.kill()
+            return False
+        return True
 
 
 def run(case: Attack, server: Server, *, limit_s: float = 60.0, min_available: int = 1 << 30,
@@ -622,7 +611,7 @@ def run(case: Attack, server: Server, *, limit_s: float = 60.0, min_available: i
     raises for a bad answer: the Outcome's ``problem`` says what was wrong, or is None."""
     pid = server.pid
     before = request_counts(server) if case.check is not None else Counter()
-    with HealthProbe(server.url) as probe, CpuSampler(lambda: cpu_seconds(pid)) as cpu, \
+    with HealthProbe(server.url) as probe, CpuSampler(pid) as cpu, \
             _Watchdog(server, limit_s, min_available) as watchdog:
         baseline = reset_peak_rss(pid)
         start = time.monotonic()

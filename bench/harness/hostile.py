@@ -1,6 +1,7 @@
 """The catalogue of hostile requests: images, /conv and /v2 tensors, each with the statuses it may get.
 
-One source for tests/reliability (one test per case) and bench/soak.py (the counts in RELIABILITY.md).
+One source for tests/reliability/test_hostile_input.py (one test per case) and bench/soak.py (the counts in
+RELIABILITY.md).
 Every case is checked the same way: the status is one of those allowed, never 5xx; an error body is
 exactly {"error": "<message>"} and the message names the problem; a 200 is checked for correctness.
 """
@@ -99,7 +100,7 @@ def _frames() -> list[Image.Image]:
     return [Image.new("L", (12, 12), c) for c in (0, 128, 255)]
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
@@ -107,7 +108,7 @@ def png_declaring(width: int, height: int) -> bytes:
     """A tiny, well-formed PNG whose header declares width x height grey pixels (a decompression bomb's header)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def _jpeg_declaring(width: int, height: int) -> bytes:
@@ -253,7 +254,8 @@ def _multi_file_case() -> Case:
 # ---- /conv tensors -----------------------------------------------------------------------
 
 def f32_b64(values) -> str:
-    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+    """Little-endian float32 bytes of ``values``, base64-encoded: the tensors' "b64" form."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode()
 
 
 def reference_conv(x: np.ndarray, w: np.ndarray, **geometry) -> np.ndarray:

@@ -1,5 +1,4 @@
-"""Watching a server from outside while it is attacked: a /healthz prober in a process of its own,
-and a sampler of the server's CPU time.
+"""Watching a server from outside while it is attacked: a /healthz prober in a process of its own.
 
 The prober is a separate process on purpose: in the test process, the attack's own Python work
 (building bodies, reading answers) holds the interpreter lock and would be counted as the server's
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -94,53 +92,6 @@ def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     if not result:
         raise ValueError(f"no line from the prober within {timeout_s} s")
     return result[0]
-
-
-class CpuSampler:
-    """Samples a process's CPU seconds every ``interval_s`` in a thread: ``samples`` holds
-    (time.monotonic(), cpu seconds) pairs."""
-
-    def __init__(self, cpu_seconds: Callable[[], float], interval_s: float = 0.02) -> None:
-        self.cpu_seconds, self.interval_s = cpu_seconds, interval_s
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CpuSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.samples.append((time.monotonic(), self.cpu_seconds()))
-            except (OSError, ValueError):  # the process is gone
-                return
-            self._stop.wait(self.interval_s)
-
-    def busy_until(self, since: float, busy_cores: float = 0.5) -> float | None:
-        """The time of the last sample after ``since`` that ended an interval in which the process used
-        more than ``busy_cores`` cores (and at least two clock ticks, so that an idle server's
-        occasional tick is not counted); None when it was never that busy after ``since``."""
-        last = None
-        for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:]):
-            if t1 <= since or t1 <= t0:
-                continue
-            used = c1 - c0
-            if used >= 0.019 and used / (t1 - t0) > busy_cores:
-                last = t1
-        return last
-
-    def idle_for(self, seconds: float, busy_cores: float = 0.5) -> bool:
-        """Whether the last ``seconds`` of samples show no busy interval."""
-        if not self.samples or self.samples[-1][0] - self.samples[0][0] < seconds:
-            return False
-        start = self.samples[-1][0] - seconds
-        return self.busy_until(start, busy_cores) is None
 
 
 # ---- the prober process ------------------------------------------------------------------------

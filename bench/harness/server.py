@@ -1,5 +1,5 @@
 """A real server for reliability checks: `python -m service` under uvicorn on a free 127.0.0.1 port,
-plus the model stores it serves. Shared by tests/reliability and bench/soak.py."""
+plus the model store it serves. Shared by tests/reliability and bench/soak.py, bench/resource_attacks.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from tests.tiny_model import export_tiny  # noqa: F401 (re-exported for the reliability tests)
+from bench.harness.procfs import rss_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = REPO / "model_store" / "fashion-mnist-bnn"
@@ -49,49 +49,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (VmRSS), in bytes."""
-    return _status_kib(pid, "VmRSS") * 1024
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """The most resident memory the process has had (VmHWM) since it started or since
-    :func:`reset_peak_rss`, in bytes."""
-    return _status_kib(pid, "VmHWM") * 1024
-
-
-def reset_peak_rss(pid: int) -> int:
-    """Reset the process's VmHWM to its current VmRSS (writing 5 to clear_refs; needs the same
-    user or root) and return that VmRSS: the baseline a later :func:`peak_rss_bytes` is read against."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return rss_bytes(pid)
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time the process has used, all threads, user + system (/proc/<pid>/stat utime + stime;
-    the kernel counts it in clock ticks, usually 10 ms)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def mem_available_bytes() -> int:
-    """The machine's MemAvailable (/proc/meminfo), in bytes."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 @dataclass

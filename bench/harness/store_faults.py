@@ -1,6 +1,6 @@
 """Broken model folders beside a good one: each must be not-ready with its reason, the good ones must
 serve, and nothing in the store may ever be unpickled (a planted pickle would create a marker file).
-Shared by tests/reliability/test_store_faults.py and bench/soak.py."""
+Shared by tests/reliability/test_store_faults.py and bench/soak.py; the good model is theirs to give."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ import httpx
 import torch
 from PIL import Image
 
-from tests.reliability.harness import export_tiny
-from tests.reliability.hostile import Outcome, _save
+from bench.harness.hostile import Outcome, _save
 
-GOOD = "tiny"
-GOOD_WITH_PICKLE = "tiny-with-planted-pickle"
+
+def with_planted_pickle(good: str) -> str:
+    """The name of the good model's copy that has pickles planted beside it."""
+    return f"{good}-with-planted-pickle"
 
 
 class _Planted:
@@ -68,7 +69,7 @@ def _first_tensor(folder: Path) -> str:
     return sorted(_manifest(folder)["weights"]["tensors"])[0]
 
 
-def _faults(marker: Path) -> dict[str, tuple[Callable[[Path], None], str]]:
+def _faults(marker: Path, good: str) -> dict[str, tuple[Callable[[Path], None], str]]:
     def truncate(f: Path) -> None:
         raw = _weights(f).read_bytes()
         _weights(f).write_bytes(raw[: len(raw) // 2])
@@ -101,7 +102,7 @@ def _faults(marker: Path) -> dict[str, tuple[Callable[[Path], None], str]]:
         "weights-wrong-checksum": (flip, "sha256 mismatch"),
         "weights-wrong-shape": (wrong_shape, "shape"),
         "weights-wrong-dtype": (wrong_dtype, "dtype"),
-        "path-escapes-dotdot": (lambda f: _edit(f, lambda d: d["weights"].update(file=f"../{GOOD}/weights.safetensors")),
+        "path-escapes-dotdot": (lambda f: _edit(f, lambda d: d["weights"].update(file=f"../{good}/weights.safetensors")),
                                 "escapes the model folder"),
         "path-escapes-absolute": (lambda f: _edit(f, lambda d: d["weights"].update(file="/etc/passwd")),
                                   "escapes the model folder"),
@@ -116,18 +117,20 @@ def _faults(marker: Path) -> dict[str, tuple[Callable[[Path], None], str]]:
     }
 
 
-def build_store(root: Path, marker: Path) -> dict[str, str]:
-    """A store with the good model, the good model beside planted pickles, and one copy per fault.
+def build_store(root: Path, marker: Path, good_model: Path) -> dict[str, str]:
+    """A store with ``good_model`` (a model folder, copied in under its folder's name, which is its
+    model name), the good model beside planted pickles, and one copy per fault.
     Returns the broken folder names -> a fragment their reason must contain."""
-    good = export_tiny(root / GOOD, GOOD)
-    planted = root / GOOD_WITH_PICKLE
+    good = root / good_model.name
+    shutil.copytree(good_model, good)
+    planted = root / with_planted_pickle(good.name)
     shutil.copytree(good, planted)
-    _edit(planted, lambda d: d.update(name=GOOD_WITH_PICKLE))
+    _edit(planted, lambda d: d.update(name=planted.name))
     for name in ("model.pkl", "model.pt", "weights.pth", "__init__.py.pkl"):
         (planted / name).write_bytes(planted_pickle(marker))
     (planted / "pytorch_model.bin").write_bytes(planted_torch_save(marker))
     expected = {}
-    for name, (breaker, fragment) in _faults(marker).items():
+    for name, (breaker, fragment) in _faults(marker, good.name).items():
         folder = root / name
         shutil.copytree(good, folder)
         _edit(folder, lambda d, n=name: d.update(name=n))
@@ -136,8 +139,9 @@ def build_store(root: Path, marker: Path) -> dict[str, str]:
     return expected
 
 
-def check_store(client: httpx.Client, broken: dict[str, str], marker: Path, image: bytes) -> list[Outcome]:
-    """One outcome per folder: broken ones report not-ready with the reason; good ones predict."""
+def check_store(client: httpx.Client, broken: dict[str, str], marker: Path, image: bytes, good: str) -> list[Outcome]:
+    """One outcome per folder: broken ones report not-ready with the reason; the good model ``good``
+    and its copy beside planted pickles predict."""
     outcomes = []
     for name, fragment in broken.items():
         problems = []
@@ -153,7 +157,7 @@ def check_store(client: httpx.Client, broken: dict[str, str], marker: Path, imag
         if r.status_code != 503 or "not ready" not in r.json().get("error", ""):
             problems.append(f"POST /predict?model={name}: {r.status_code} {r.text[:200]}")
         outcomes.append(Outcome(name, "model-store", r.status_code, "; ".join(problems) or None))
-    for name in (GOOD, GOOD_WITH_PICKLE):
+    for name in (good, with_planted_pickle(good)):
         r = client.post("/predict", params={"model": name}, files=[("file", ("a.png", image))])
         ready = client.get(f"/v2/models/{name}/ready")
         problem = None

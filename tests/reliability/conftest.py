@@ -5,8 +5,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.harness import Server, export_tiny, start_server
-from tests.reliability.hostile import Context
+from bench.harness.hostile import Context
+from bench.harness.server import Server, start_server
+from tests.tiny_model import export_tiny
 
 MAX_IMAGE_PIXELS = 16 * 1024 * 1024  # the service default, stated so the bomb cases do not depend on it
 

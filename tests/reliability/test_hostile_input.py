@@ -1,11 +1,11 @@
 """Hostile images, /conv tensors and /v2 tensors against a real server: each a clear 4xx naming the
-problem or a correct answer, never a 5xx, every error body {"error": ...}. Cases: hostile.py."""
+problem or a correct answer, never a 5xx, every error body {"error": ...}. Cases: bench/harness/hostile.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.hostile import all_cases, check
+from bench.harness.hostile import all_cases, check
 
 CASES = all_cases()
 

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.reliability.harness import running_server
-from tests.reliability.hostile import png_declaring
+from bench.harness.hostile import png_declaring
+from bench.harness.server import running_server
 
 OPEN_PATHS = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"}
 

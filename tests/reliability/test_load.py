@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 
-from tests.reliability.harness import REPO
-
-sys.path.insert(0, str(REPO / "bench"))
-import soak
+from bench import soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

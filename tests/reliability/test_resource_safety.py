@@ -1,5 +1,5 @@
 """No request can buy gigabytes, unbounded compute or a stalled event loop: one test per case of
-tests/reliability/attacks.py, against a real server on loopback, measured from outside (peak RSS,
+bench/harness/attacks.py, against a real server on loopback, measured from outside (peak RSS,
 /healthz latency from another process, the server's CPU time).
 
 Cases with the same settings share a server; a case is killed by a watchdog (failing the test)
@@ -13,8 +13,8 @@ import math
 
 import pytest
 
-from tests.reliability import attacks
-from tests.reliability.harness import Server, fashion_model_into, start_server
+from bench.harness import attacks
+from bench.harness.server import Server, fashion_model_into, start_server
 
 CASES = attacks.catalogue()
 

@@ -1,10 +1,10 @@
-"""schemathesis over every operation of the running service's OpenAPI schema (see schema_fuzz.py)."""
+"""schemathesis over every operation of the running service's OpenAPI schema (see bench/harness/schema_fuzz.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.schema_fuzz import fuzz
+from bench.harness.schema_fuzz import fuzz
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
 

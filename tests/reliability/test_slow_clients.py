@@ -20,8 +20,8 @@ import httpx
 import pytest
 import uvicorn
 
+from bench.harness.server import Server, start_server
 from service.api.protocol import GuardedH11Protocol, GuardedHttpToolsProtocol
-from tests.reliability.harness import Server, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -6,18 +6,20 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.reliability.harness import running_server
-from tests.reliability.hostile import _sample
-from tests.reliability.store_faults import build_store, check_store
+from bench.harness.hostile import _sample
+from bench.harness.server import running_server
+from bench.harness.store_faults import build_store, check_store
+from tests.tiny_model import export_tiny
 
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     root = tmp_path_factory.mktemp("faulty_store")
     marker = tmp_path_factory.mktemp("marker") / "UNPICKLED"
-    broken = build_store(root, marker)
+    good = export_tiny(tmp_path_factory.mktemp("good") / "tiny", "tiny")
+    broken = build_store(root, marker, good)
     with running_server(root) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        outcomes = {o.case: o for o in check_store(client, broken, marker, _sample("PNG"))}
+        outcomes = {o.case: o for o in check_store(client, broken, marker, _sample("PNG"), good.name)}
         listing = client.get("/models").json()
         ready = client.get("/readyz")
     assert "Traceback" not in server.output(), server.output()[-3000:]
