@@ -14,6 +14,10 @@ from starlette.requests import ClientDisconnect
 logger = logging.getLogger("bnn.api")
 
 
+# Sent with an error answered before the body is read in full: the connection closes, the unread rest abandoned.
+CLOSE_CONNECTION = {"Connection": "close"}
+
+
 class ServiceError(Exception):
     """Base of the errors a request can end in; ``status_code`` and ``headers`` say how they reach HTTP."""
 
@@ -23,6 +27,18 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+
+    def response(self, close: bool = False) -> JSONResponse:
+        """The error as its JSON response (also an ASGI app: middleware answer with it in the app's place)."""
+        return error_response(self.status_code, self.message, self._headers(close))
+
+    def http_exception(self, close: bool = False) -> StarletteHTTPException:
+        """The error as Starlette's HTTP exception, for raising from a request's ``receive``: FastAPI's body
+        parsers pass those through (anything else becomes a 400), and the handler below answers it."""
+        return StarletteHTTPException(self.status_code, self.message, self._headers(close))
+
+    def _headers(self, close: bool) -> dict[str, str]:
+        return {**self.headers, **CLOSE_CONNECTION} if close else self.headers
 
 
 class InvalidInput(ServiceError):
@@ -48,6 +64,12 @@ class ModelNotFound(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status_code = 413
+
+
+class RequestBodyTimeout(ServiceError):
+    """The whole body did not arrive in time."""
+
+    status_code = 408
 
 
 class ModelNotReady(ServiceError):
@@ -86,7 +108,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, exc.headers)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,15 +11,32 @@ import time
 import uuid
 from urllib.parse import parse_qs, parse_qsl
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.budget import MemoryBudget, Reservation
 from service.api.deps import ServiceState, api_key_matches
-from service.api.errors import ServiceError, ServiceOverloaded, Unauthorized, error_response
+from service.api.errors import (
+    InvalidInput,
+    InvalidParameter,
+    PayloadTooLarge,
+    RequestBodyTimeout,
+    ServiceError,
+    ServiceOverloaded,
+    Unauthorized,
+)
 from service.api.metrics import ServiceMetrics
 
 access_log = logging.getLogger("bnn.access")
+
+
+async def refuse(
+    scope: Scope, receive: Receive, send: Send, error: ServiceError, rejected: str | None = None, close: bool = False
+) -> None:
+    """Answer ``error`` in the app's place, before it sees the request. ``rejected`` says why in the
+    access log; ``close`` closes the connection after the answer (an unread body is abandoned)."""
+    if rejected is not None:
+        scope["bnn.rejected"] = rejected
+    await error.response(close)(scope, receive, send)
 
 
 class BodyMiddleware:
@@ -34,8 +51,8 @@ class BodyMiddleware:
       ``RESERVE_STEP`` and held until the response is sent; a body the budget cannot take gets
       503 + Retry-After (or 413 if it alone exceeds the budget).
 
-    Errors during the read are raised from ``receive`` as HTTP exceptions, which the app turns into
-    JSON error responses (closing the connection, whose unread body is abandoned).
+    Errors during the read are raised from ``receive`` as HTTP exceptions (``ServiceError.http_exception``),
+    which the app turns into JSON error responses (closing the connection, whose unread body is abandoned).
     """
 
     RESERVE_STEP = 1 << 20
@@ -57,10 +74,10 @@ class BodyMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await error_response(400, "invalid Content-Length header")(scope, receive, send)
+                await refuse(scope, receive, send, InvalidInput("invalid Content-Length header"))
                 return
             if declared > self.max_bytes:
-                await self._refuse(scope, receive, send, self._too_large())
+                await refuse(scope, receive, send, self._too_large(), rejected="body_too_large", close=True)
                 return
             if declared == 0:
                 await self.app(scope, receive, send)
@@ -83,25 +100,24 @@ class BodyMiddleware:
                     message = await receive()
             except TimeoutError:
                 scope["bnn.rejected"] = "body_timeout"
-                raise HTTPException(
-                    408,
-                    f"request body not received within {self.timeout_s:g} s (setting BNN_BODY_TIMEOUT_S)",
-                    headers={"Connection": "close"},
-                ) from None
+                timeout = RequestBodyTimeout(
+                    f"request body not received within {self.timeout_s:g} s (setting BNN_BODY_TIMEOUT_S)"
+                )
+                raise timeout.http_exception(close=True) from None
             if message["type"] != "http.request":
                 return message
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise self._too_large()
+                raise self._too_large().http_exception(close=True)
             if received > reserved:
                 step = max(self.RESERVE_STEP, received - reserved)
                 try:
                     reservations.append(
                         await self.budget.reserve(self.PARSE_FACTOR * step, f"a request body of {received}+ bytes")
                     )
-                except ServiceError as exc:  # raised as an HTTP error: the body parsers pass those through
+                except ServiceError as exc:
                     scope["bnn.rejected"] = "memory_budget"
-                    raise HTTPException(exc.status_code, exc.message, {**exc.headers, "Connection": "close"}) from None
+                    raise exc.http_exception(close=True) from None
                 reserved += step
             if not message.get("more_body", False):
                 complete = True
@@ -113,16 +129,8 @@ class BodyMiddleware:
             for r in reservations:
                 r.release()
 
-    def _too_large(self) -> HTTPException:
-        return HTTPException(
-            413,
-            f"request body exceeds the limit of {self.max_bytes} bytes (setting BNN_MAX_BODY_BYTES)",
-            headers={"Connection": "close"},
-        )
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
-        scope["bnn.rejected"] = "body_too_large"
-        await error_response(exc.status_code, exc.detail, exc.headers)(scope, receive, send)
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes (setting BNN_MAX_BODY_BYTES)")
 
 
 class RequestGuardMiddleware:
@@ -153,18 +161,16 @@ class RequestGuardMiddleware:
             return
         if self.api_key is not None and scope.get("path") not in self.OPEN_PATHS:  # noqa: SIM102 - guarded route, then its key
             if not api_key_matches(scope.get("headers") or [], self.api_key):
-                scope["bnn.rejected"] = "unauthorized"
-                exc = Unauthorized()
-                await error_response(exc.status_code, exc.message, {**exc.headers, "Connection": "close"})(
-                    scope, receive, send
-                )
+                await refuse(scope, receive, send, Unauthorized(), rejected="unauthorized", close=True)
                 return
         query = scope.get("query_string", b"").decode("latin-1")
         if query:
             seen: set[str] = set()
             for name, _ in parse_qsl(query, keep_blank_values=True):
                 if name in seen:
-                    await error_response(422, f"query parameter {name!r} is given more than once")(scope, receive, send)
+                    await refuse(
+                        scope, receive, send, InvalidParameter(f"query parameter {name!r} is given more than once")
+                    )
                     return
                 seen.add(name)
         await self.app(scope, receive, send)
@@ -200,8 +206,7 @@ class AdmissionMiddleware:
             try:
                 batcher.admit()
             except ServiceOverloaded as exc:
-                scope["bnn.rejected"] = "queue_full"
-                await error_response(exc.status_code, exc.message, exc.headers)(scope, receive, send)
+                await refuse(scope, receive, send, exc, rejected="queue_full")
                 return
             with batcher.arrival():
                 await self.app(scope, receive, send)
