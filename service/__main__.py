@@ -58,6 +58,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
+    problem = settings.model_store_problem()
+    if problem is not None and not settings.allow_empty_store:
+        print(f"bnn-serve: error: {problem}; --allow-empty-store starts without models", file=sys.stderr)
+        sys.exit(2)
     # Before torch loads OpenMP, which reads this once: idle OpenMP threads sleep (passive) rather
     # than spin against the kernel's pool. An OMP_WAIT_POLICY already in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", settings.omp_wait_policy.upper())

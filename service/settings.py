@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     model_store: Path = Field(
         Path("model_store"), description="Folder with one subfolder per model (relative: to the working directory)."
     )
+    allow_empty_store: bool = Field(
+        False,
+        description="Start even when the model store is missing or holds no model folder (not ready until "
+        "one is added); by default that stops start-up.",
+    )
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
     kernel_threads: int | None = Field(
         None,
@@ -111,6 +116,16 @@ class Settings(BaseSettings):
         "info", description="Least severe log level written."
     )
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")
+
+    def model_store_problem(self) -> str | None:
+        """Why the model store cannot be served (missing, or no model folder in it), or None. Like
+        Triton, a store with nothing to serve stops start-up, unless ``allow_empty_store``."""
+        root = self.model_store
+        if not root.is_dir():
+            return f"model store {root} is not a directory (set --model-store / BNN_MODEL_STORE)"
+        if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+            return f"model store {root} holds no model folder"
+        return None
 
     @field_validator("kernel_isa", "omp_wait_policy", "log_level", mode="before")
     @classmethod

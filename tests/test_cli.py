@@ -82,3 +82,13 @@ def test_the_installed_command(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     ok = subprocess.run([*bnn_serve, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.strip() == f"bnn-serve {service.__version__}"
+
+
+def test_a_missing_model_store_stops_start_up_in_one_line(tmp_path):
+    """From a directory without ./model_store, bnn-serve says so and exits before loading anything."""
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "model store model_store is not a directory" in lines[0] and "--model-store" in lines[0]

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -38,21 +37,22 @@ class StoreLike(Protocol):
     errors: dict[str, str]
 
 
-@dataclass
-class _EmptyStore:
-    models: dict[str, Any]
-    errors: dict[str, str]
+class StartupError(RuntimeError):
+    """The service cannot start as configured; the message says why in one line."""
 
 
 def load_store(settings: Settings) -> StoreLike:
-    """Every model under ``settings.model_store``; a missing or unreadable store serves no models."""
+    """Every model under ``settings.model_store`` (broken ones as errors); StartupError when there
+    is nothing to serve, unless ``allow_empty_store``."""
     from service.model import ModelStore  # imported late: the API layer also runs with an injected store
 
-    try:
-        return ModelStore.load(settings.model_store)
-    except Exception as exc:  # noqa: BLE001 - report it as not-ready instead of failing to start
-        logger.error("cannot load the model store %s: %s", settings.model_store, exc)
-        return _EmptyStore({}, {"model_store": f"{settings.model_store}: {exc}"})
+    problem = settings.model_store_problem()
+    if problem is not None:
+        if not settings.allow_empty_store:
+            raise StartupError(f"{problem}; --allow-empty-store / BNN_ALLOW_EMPTY_STORE=1 starts without models")
+        logger.warning("%s; starting without models (allow_empty_store)", problem)
+        return ModelStore(settings.model_store)
+    return ModelStore.load(settings.model_store)
 
 
 def configure_logging(level: str) -> None:

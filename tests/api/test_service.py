@@ -8,6 +8,7 @@ import logging
 import httpx
 import pytest
 
+from service.api.main import StartupError
 from tests.api.conftest import png_bytes, serve
 
 pytestmark = pytest.mark.anyio
@@ -147,10 +148,20 @@ async def test_startup_loads_the_store_from_settings(model_store_dir):
         assert r.status_code == 200
 
 
-async def test_missing_store_serves_nothing_but_stays_up(tmp_path):
-    async with serve(None, model_store=tmp_path / "absent", default_model=None) as client:
+@pytest.mark.parametrize("store", ["absent", "empty"])
+async def test_a_store_with_nothing_to_serve_stops_startup(tmp_path, store):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".hidden").mkdir()
+    with pytest.raises(StartupError, match=f"model store {tmp_path / store} (is not a directory|holds no model)"):
+        async with serve(None, model_store=tmp_path / store, default_model=None):
+            pass
+
+
+async def test_allow_empty_store_stays_up_not_ready_without_a_phantom_model(tmp_path):
+    async with serve(None, model_store=tmp_path / "absent", default_model=None, allow_empty_store=True) as client:
         assert (await client.get("/healthz")).status_code == 200
-        assert "model_store" in (await client.get("/readyz")).json()["not_ready"]
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        assert (await client.get("/models")).json()["models"] == []
 
 
 async def test_shipped_fashion_mnist_model_serves():
