@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,  # the app logs one JSON line per request itself
+        access_log=False,  # the app logs one line per request itself
+        log_config=None,  # uvicorn's loggers go through the app's one handler and format (service/api/logs.py)
         # header timeout and connection cap, refused in JSON (not limit_concurrency), counted in the metrics
         http=protocol_class(settings, on_refusal=lambda reason: refusals.labels(reason).inc()),
         # uvicorn uses these as fractional seconds; its annotations say int

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "threads sleep instead of spinning against the kernel's pool. Read by bnn-serve before torch loads.",
     )
 
+    warmup_batches: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Zero batches run through each model at load, before it is reported ready (alternately one "
+        "image and a full batch), so the first requests are not the slow ones.",
+    )
     max_batch_size: int = Field(32, ge=1, description="Most images one model call takes; 1 turns batching off.")
     max_queue_delay_ms: float = Field(
         2.0, ge=0, description="How long a batch waits to fill once its first image arrived."
@@ -115,6 +122,9 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Least severe log level written."
     )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Every stderr line as JSON (for log collectors), or as text (for a terminal)."
+    )
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")
 
     def model_store_problem(self) -> str | None:
@@ -127,7 +137,7 @@ class Settings(BaseSettings):
             return f"model store {root} holds no model folder"
         return None
 
-    @field_validator("kernel_isa", "omp_wait_policy", "log_level", mode="before")
+    @field_validator("kernel_isa", "omp_wait_policy", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         """Named choices are case-insensitive (BNN_LOG_LEVEL=DEBUG means debug)."""

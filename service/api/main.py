@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ from service.api.budget import MemoryBudget
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
 from service.api.images import configure_pillow
+from service.api.logs import configure_logging
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
 from service.api.routes import conv, health, metrics, models, predict, v2
@@ -55,15 +57,18 @@ def load_store(settings: Settings) -> StoreLike:
     return ModelStore.load(settings.model_store)
 
 
-def configure_logging(level: str) -> None:
-    """JSON lines on stderr for the access log, plain lines for the rest (once per process)."""
-    root = logging.getLogger("bnn")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
-    root.setLevel(level.upper())
+def warm_up(name: str, model: Any, batches: int, max_batch_size: int) -> None:
+    """Run ``batches`` zero batches through ``model``, alternating one image and a full batch: the
+    first requests then find torch's kernels chosen, the thread pools started and the buffers of
+    both extremes of batch size mapped."""
+    if batches < 1:
+        return
+    spec = model.input
+    start = time.perf_counter()
+    for i in range(batches):
+        size = 1 if i % 2 == 0 else max_batch_size
+        model.predict(torch.zeros(size, spec.channels, spec.height, spec.width))
+    logger.info("model %r warmed up: %d batches in %.0f ms", name, batches, (time.perf_counter() - start) * 1e3)
 
 
 def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
@@ -104,6 +109,8 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         for name, reason in state.errors.items():
             logger.warning("model %r is not ready: %s", name, reason)
             state.metrics.model_ready.labels(name).set(0)
+        for name, model in state.models.items():  # before any model is reported ready
+            await asyncio.to_thread(warm_up, name, model, settings.warmup_batches, settings.max_batch_size)
         limits: dict[str, Any] = dict(
             max_batch_size=settings.max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
@@ -134,7 +141,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             for batcher in state.batchers.values():
                 await batcher.stop()
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Swagger UI and ReDoc from fastapi-offline's copies of their assets, served by the app itself:
     # /docs works on a machine with no route to a CDN.
     app = FastAPIOffline(

@@ -43,7 +43,7 @@ def store(tiny_model, request) -> FakeStore:
 
 
 def settings(**overrides) -> Settings:
-    base = dict(default_model="tiny", max_queue_delay_ms=5, kernel_threads=1, log_level="warning")
+    base = dict(default_model="tiny", max_queue_delay_ms=5, kernel_threads=1, log_level="warning", warmup_batches=0)
     base.update(overrides)
     return Settings(**base)
 
