@@ -1,9 +1,10 @@
 """Export a trained PyTorch model to a model-store folder (``model.json`` + ``weights.safetensors``).
 
-The model is traced with ``torch.fx`` (``BinaryConv2d`` and ``BinaryLinear`` as leaves), each
-module or function becomes a graph node, BatchNorm is folded into the convolution or linear
-layer it follows (into the fused per-channel scale/bias of binary layers), Dropout and Identity
-disappear, and binary weights are stored bit-packed (1 bit per weight).
+The model is traced with ``torch.fx`` (every module type an op claims, e.g. ``BinaryConv2d``, as a
+leaf); each module or call becomes a graph node through the matchers of the op registry
+(``service.model.ops``), BatchNorm is folded into the convolution or linear layer it follows
+(into the fused per-channel scale/bias of binary layers), Dropout and Identity disappear, and
+binary weights are stored bit-packed (1 bit per weight).
 
     python -m service.export --model training.train_fashion_mnist:FashionNet --kwargs '{"binary": true}' \\
         --state training/runs/bnn.safetensors --out model_store/fashion-mnist-bnn --name fashion-mnist-bnn \\
@@ -17,20 +18,18 @@ import argparse
 import hashlib
 import importlib
 import json
-import operator
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import fx, nn
 
-from service import kernel
-from service.kernel import BinaryConv2d, pack_weights, packed_bits
-from service.model.layers import BinaryLinear
+from service.kernel import pack_weights, packed_bits
 from service.model.manifest import (
     GRAPH_INPUT,
     MANIFEST_FILE,
@@ -42,10 +41,21 @@ from service.model.manifest import (
     TensorSpec,
     WeightsSpec,
 )
+from service.model.ops import (
+    Attrs,
+    Call,
+    Exported,
+    ExportError,
+    OpSpec,
+    attrs_problem,
+    call_matcher,
+    knows_module,
+    module_matcher,
+    op_spec,
+    traced_functions,
+)
 
-
-class ExportError(ValueError):
-    """The model uses something the format cannot express."""
+__all__ = ["ExportError", "build_graph", "export_model", "main"]
 
 
 @dataclass
@@ -53,184 +63,57 @@ class _IRNode:
     name: str
     op: str
     inputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
+    attrs: Attrs
     params: dict[str, torch.Tensor] = field(default_factory=dict)  # float, unpacked
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (BinaryConv2d, BinaryLinear)) or super().is_leaf_module(m, qualname)
+        return knows_module(m) or super().is_leaf_module(m, qualname)
 
 
-def _pair(v: Any) -> list[int]:
-    if isinstance(v, (tuple, list)):
-        if len(v) == 1:
-            return [int(v[0])] * 2
-        return [int(v[0]), int(v[1])]
-    return [int(v), int(v)]
-
-
-def _f(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32).clone()
-
-
-def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inference BatchNorm as y = x * scale + shift."""
-    if bn.running_mean is None or bn.running_var is None:
-        raise ExportError("BatchNorm without running statistics (track_running_stats=False) cannot be exported")
-    std = torch.sqrt(bn.running_var.double() + bn.eps)
-    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(std)
-    scale = gamma / std
-    return _f(scale), _f(beta - bn.running_mean.double() * scale)
+def _node(name: str, spec: OpSpec[Any], inputs: list[str], match: Callable[[], Exported]) -> _IRNode:
+    """The node ``match`` makes for ``spec``; its refusals become ExportErrors naming the node."""
+    try:
+        exported = match()
+    except ExportError as e:
+        raise ExportError(f"{name}: {e}") from None
+    except ValidationError as e:
+        raise ExportError(f"{name}: {spec.name} {attrs_problem(e)}") from None
+    return _IRNode(name, spec.name, inputs, exported.attrs, dict(exported.params))
 
 
 def _module_node(name: str, m: nn.Module, inputs: list[str]) -> _IRNode | None:
     """The node for a leaf module, or None for one that passes its input through."""
-    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+    try:
+        found = module_matcher(m)
+    except KeyError:
+        raise ExportError(f"{name}: module type {type(m).__name__} is not supported by the model format") from None
+    if found is None:
         return None
-    if isinstance(m, BinaryConv2d):
-        if m.groups != 1:
-            raise ExportError(f"{name}: grouped binary convolutions are not supported")
-        params = {"weight": _f(m.weight)}
-        if (scale := m.channel_scale()) is not None:  # None exactly when not m.use_scale
-            params["scale"] = _f(scale)
-        if m.bias is not None:
-            params["bias"] = _f(m.bias)
-        attrs = {
-            "in_channels": m.in_channels,
-            "out_channels": m.out_channels,
-            "kernel_size": list(m.kernel_size),
-            "stride": list(m.stride),
-            "padding": list(m.padding),
-            "dilation": list(m.dilation),
-            "pad_value": m.pad_value,
-        }
-        return _IRNode(name, "binary_conv2d", inputs, attrs, params)
-    if isinstance(m, BinaryLinear):
-        params = {"weight": _f(m.weight).view(m.out_features, m.in_features, 1, 1)}
-        if (scale := m.channel_scale()) is not None:  # None exactly when not m.use_scale
-            params["scale"] = _f(scale)
-        if m.bias is not None:
-            params["bias"] = _f(m.bias)
-        return _IRNode(
-            name, "binary_linear", inputs, {"in_features": m.in_features, "out_features": m.out_features}, params
-        )
-    if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise ExportError(
-                f"{name}: only zero padding given as numbers is supported (got {m.padding_mode}, {m.padding!r})"
-            )
-        params = {"weight": _f(m.weight)}
-        if m.bias is not None:
-            params["bias"] = _f(m.bias)
-        attrs = {
-            "in_channels": m.in_channels,
-            "out_channels": m.out_channels,
-            "kernel_size": _pair(m.kernel_size),
-            "stride": _pair(m.stride),
-            "padding": _pair(m.padding),
-            "dilation": _pair(m.dilation),
-            "groups": m.groups,
-        }
-        return _IRNode(name, "conv2d", inputs, attrs, params)
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        scale, shift = _bn_affine(m)
-        return _IRNode(name, "batch_norm", inputs, {"num_features": m.num_features}, {"scale": scale, "shift": shift})
-    if isinstance(m, nn.Linear):
-        params = {"weight": _f(m.weight)}
-        if m.bias is not None:
-            params["bias"] = _f(m.bias)
-        return _IRNode(name, "linear", inputs, {"in_features": m.in_features, "out_features": m.out_features}, params)
-    if isinstance(m, nn.ReLU):
-        return _IRNode(name, "relu", inputs)
-    if isinstance(m, nn.Hardtanh):
-        return _IRNode(name, "hardtanh", inputs, {"min_val": float(m.min_val), "max_val": float(m.max_val)})
-    if isinstance(m, nn.PReLU):
-        return _IRNode(name, "prelu", inputs, {"num_parameters": m.num_parameters}, {"weight": _f(m.weight)})
-    if isinstance(m, nn.MaxPool2d):
-        if m.return_indices:
-            raise ExportError(f"{name}: MaxPool2d(return_indices=True) is not supported")
-        return _IRNode(
-            name,
-            "max_pool2d",
-            inputs,
-            {
-                "kernel_size": _pair(m.kernel_size),
-                "stride": _pair(m.stride or m.kernel_size),
-                "padding": _pair(m.padding),
-                "dilation": _pair(m.dilation),
-                "ceil_mode": bool(m.ceil_mode),
-            },
-        )
-    if isinstance(m, nn.AvgPool2d):
-        if m.divisor_override is not None:
-            raise ExportError(f"{name}: AvgPool2d(divisor_override) is not supported")
-        return _IRNode(
-            name,
-            "avg_pool2d",
-            inputs,
-            {
-                "kernel_size": _pair(m.kernel_size),
-                "stride": _pair(m.stride or m.kernel_size),
-                "padding": _pair(m.padding),
-                "ceil_mode": bool(m.ceil_mode),
-                "count_include_pad": bool(m.count_include_pad),
-            },
-        )
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        size = _pair(m.output_size)
-        return _IRNode(name, "adaptive_avg_pool2d", inputs, {"output_size": size})
-    if isinstance(m, nn.Flatten):
-        return _IRNode(name, "flatten", inputs, {"start_dim": m.start_dim, "end_dim": m.end_dim})
-    raise ExportError(f"{name}: module type {type(m).__name__} is not supported by the model format")
-
-
-def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(key, default)
+    spec, matcher = found
+    return _node(name, spec, inputs, lambda: matcher(m))
 
 
 def _function_node(name: str, node: fx.Node, inputs: list[str]) -> _IRNode | None:
-    fn: Any = node.target
-    if node.op == "call_method":
-        fn = {"add": operator.add, "relu": F.relu, "flatten": torch.flatten}.get(fn, fn)
-    if fn in (operator.add, torch.add, operator.iadd):
-        if len(inputs) != 2 or node.kwargs.get("alpha", 1) != 1:
-            raise ExportError(f"{name}: only the sum of two tensors is supported")
-        return _IRNode(name, "add", inputs)
-    if fn in (F.relu, torch.relu):
-        return _IRNode(name, "relu", inputs)
-    if fn is kernel.sign:
-        return _IRNode(name, "sign", inputs)
-    if fn is F.hardtanh:
-        return _IRNode(
-            name,
-            "hardtanh",
-            inputs,
-            {"min_val": float(_arg(node, 1, "min_val", -1.0)), "max_val": float(_arg(node, 2, "max_val", 1.0))},
-        )
-    if fn is torch.flatten:
-        return _IRNode(
-            name,
-            "flatten",
-            inputs,
-            {"start_dim": int(_arg(node, 1, "start_dim", 0)), "end_dim": int(_arg(node, 2, "end_dim", -1))},
-        )
-    if fn is F.adaptive_avg_pool2d:
-        return _IRNode(name, "adaptive_avg_pool2d", inputs, {"output_size": _pair(_arg(node, 1, "output_size"))})
-    if fn in (F.dropout, F.dropout2d):
+    """The node for a traced function or method call, or None for one that passes its input through."""
+    try:
+        found = call_matcher(node.op, node.target)
+    except (KeyError, TypeError):  # TypeError: an unhashable target
+        fn = node.target
+        raise ExportError(
+            f"{name}: {node.op} {getattr(fn, '__name__', fn)!r} is not supported by the model format "
+            "(use the nn.Module form, e.g. nn.Flatten instead of view)"
+        ) from None
+    if found is None:
         return None
-    raise ExportError(
-        f"{name}: {node.op} {getattr(fn, '__name__', fn)!r} is not supported by the model format "
-        "(use the nn.Module form, e.g. nn.Flatten instead of view)"
-    )
+    spec, matcher = found
+    return _node(name, spec, inputs, lambda: matcher(Call(node, len(inputs))))
 
 
 def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
     try:
-        graph = _Tracer(autowrap_functions=(kernel.sign,)).trace(model)
+        graph = _Tracer(autowrap_functions=traced_functions()).trace(model)
     except Exception as e:
         raise ExportError(f"torch.fx could not trace the model: {e}") from e
     modules = dict(model.named_modules())
@@ -275,8 +158,16 @@ def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
     return nodes, output
 
 
+def _spec(op: str) -> OpSpec[Any]:
+    spec = op_spec(op)
+    if spec is None:  # only if an op was unregistered mid-export
+        raise ExportError(f"op {op!r} is not registered")
+    return spec
+
+
 def _fold_batch_norm(nodes: list[_IRNode], output: str) -> tuple[list[_IRNode], str]:
-    """Merge each BatchNorm into the conv/linear layer before it, where that layer feeds nothing else."""
+    """Merge each BatchNorm (a ``channel_affine`` op) into the layer before it, where that layer
+    feeds nothing else and its op can absorb it (``absorb_affine``: conv/linear, float or binary)."""
     users: dict[str, int] = {}
     for n in nodes:
         for ref in n.inputs:
@@ -286,23 +177,10 @@ def _fold_batch_norm(nodes: list[_IRNode], output: str) -> tuple[list[_IRNode], 
     result: list[_IRNode] = []
     for n in nodes:
         n.inputs = [renamed.get(r, r) for r in n.inputs]
-        prev = by_name.get(n.inputs[0]) if n.op == "batch_norm" else None
-        if (
-            prev is not None
-            and users.get(prev.name) == 1
-            and prev.name != output
-            and prev.op in ("conv2d", "linear", "binary_conv2d", "binary_linear")
-        ):
-            s, t = n.params["scale"], n.params["shift"]
-            out_ch = prev.params["weight"].shape[0]
-            if s.shape[0] == out_ch:
-                if prev.op in ("conv2d", "linear"):
-                    w = prev.params["weight"]
-                    prev.params["weight"] = w * s.view(-1, *([1] * (w.dim() - 1)))
-                    prev.params["bias"] = prev.params.get("bias", torch.zeros(out_ch)) * s + t
-                else:  # binary: fold into the kernel's fused epilogue, y = conv * scale + bias
-                    prev.params["scale"] = prev.params.get("scale", torch.ones(out_ch)) * s
-                    prev.params["bias"] = prev.params.get("bias", torch.zeros(out_ch)) * s + t
+        prev = by_name.get(n.inputs[0]) if _spec(n.op).channel_affine else None
+        if prev is not None and users.get(prev.name) == 1 and prev.name != output:
+            absorb = _spec(prev.op).absorb_affine
+            if absorb is not None and absorb(prev.params, n.params["scale"], n.params["shift"]):
                 renamed[n.name] = prev.name
                 continue
         result.append(n)
@@ -338,10 +216,11 @@ def export_model(
     tensors: dict[str, torch.Tensor] = {}
     manifest_nodes = []
     for n in nodes:
+        op = _spec(n.op)
         refs = {}
         for role, t in n.params.items():
             key = f"{n.name}.{role}"
-            if role == "weight" and n.op in ("binary_conv2d", "binary_linear"):
+            if op.param(role).bits:
                 tensors[key] = packed_bits(pack_weights(t.contiguous())).contiguous()
             else:
                 tensors[key] = t.to(torch.float32).contiguous()

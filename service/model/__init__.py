@@ -3,9 +3,10 @@
     from service.model import ModelStore, LoadedModel, ModelLoadError
     store = ModelStore.load("model_store")   # one LoadedModel per good folder, errors for the rest
 
-Modules: ``manifest`` (the model.json schema), ``graph`` (ops and executor), ``preprocess``
-(image -> tensor), ``store`` (loading and validation), ``layers`` (training-side modules the
-exporter understands, e.g. :class:`BinaryLinear`).
+Modules: ``manifest`` (the model.json schema), ``ops`` (the op registry: one declaration per op,
+its attributes, parameters, builder and exporter matchers), ``graph`` (the executor),
+``preprocess`` (image -> tensor), ``store`` (loading and validation), ``layers`` (training-side
+modules the exporter understands, e.g. :class:`BinaryLinear`).
 """
 
 from .graph import BinaryLayer

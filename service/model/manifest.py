@@ -2,7 +2,9 @@
 
 A model folder holds ``model.json`` (this manifest) and a safetensors weights file. The manifest
 carries the input spec, the labels, the network as a list of nodes in execution order, and a
-declaration (dtype and shape) and sha256 for every tensor in the weights file.
+declaration (dtype and shape) and sha256 for every tensor in the weights file. Each node's
+attributes, input count and parameter roles are checked against its op's spec (``ops``) here,
+so a malformed node is reported when the manifest is read.
 """
 
 from __future__ import annotations
@@ -10,7 +12,18 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .ops import Attrs, NoAttrs, attrs_problem, op_spec, registered_ops
 
 FORMAT: Final = "bnn-model"
 FORMAT_VERSION: Final = 1
@@ -77,12 +90,13 @@ class WeightsSpec(_Strict):
 
 class Node(_Strict):
     """One operation: ``inputs`` name the graph input or earlier nodes; ``params`` map a role
-    (``weight``, ``scale``, ``bias``...) to a tensor name in the weights file."""
+    (``weight``, ``scale``, ``bias``...) to a tensor name in the weights file. ``attrs`` are
+    validated by the op's own :class:`~service.model.ops.Attrs` model."""
 
     name: str
     op: str
     inputs: list[str]
-    attrs: dict[str, Any] = Field(default_factory=dict)
+    attrs: SerializeAsAny[Attrs] = Field(default_factory=dict, validate_default=True)
     params: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -91,6 +105,36 @@ class Node(_Strict):
         if name == GRAPH_INPUT or not _NODE_NAME.match(name):
             raise ValueError(f"invalid node name {name!r}")
         return name
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, op: str, info: ValidationInfo) -> str:
+        if op_spec(op) is None:
+            raise ValueError(f"node {info.data.get('name')!r}: unknown op {op!r} (known: {list(registered_ops())})")
+        return op
+
+    @field_validator("attrs", mode="before")
+    @classmethod
+    def _op_attrs(cls, value: Any, info: ValidationInfo) -> Attrs:
+        spec = op_spec(info.data.get("op", ""))
+        if spec is None:  # the op is reported on its own
+            return NoAttrs()
+        if isinstance(value, spec.attrs):
+            return value
+        where = f"node {info.data.get('name')!r} ({spec.name})"
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: attrs must be an object, got {type(value).__name__}")
+        try:
+            return spec.attrs.model_validate(value)
+        except ValidationError as e:
+            raise ValueError(f"{where}: {attrs_problem(e)}") from None
+
+    @model_validator(mode="after")
+    def _fits_op(self) -> Node:
+        spec = op_spec(self.op)
+        if spec is not None and (problems := spec.node_problems(len(self.inputs), set(self.params))):
+            raise ValueError(f"node {self.name!r} ({self.op}): {'; '.join(problems)}")
+        return self
 
 
 class Graph(_Strict):

@@ -16,6 +16,7 @@ from safetensors.torch import load as load_safetensors
 
 from .graph import BinaryLayer, Executor, GraphError
 from .manifest import MANIFEST_FILE, InputSpec, Manifest
+from .ops import op_spec
 from .preprocess import preprocess as _preprocess
 
 _DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
@@ -35,7 +36,7 @@ def _pydantic_problem(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     more = f" (+{e.error_count() - 5} more)" if e.error_count() > 5 else ""
     return "invalid manifest: " + "; ".join(parts) + more
 
@@ -166,7 +167,7 @@ class LoadedModel:
                 "name": node.name,
                 "op": node.op,
                 "inputs": list(node.inputs),
-                "attrs": dict(node.attrs),
+                "attrs": node.attrs.model_dump(mode="json"),
             }
             entry["params"] = {role: self.manifest.weights.tensors[t].shape for role, t in node.params.items()}
             if node.name in self.layer_shapes:
@@ -211,7 +212,12 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
         executor = Executor(manifest.graph.nodes, manifest.graph.output, tensors)
     except GraphError as e:
         raise ModelLoadError(manifest_path, str(e)) from None
-    binary = {n.params["weight"] for n in manifest.graph.nodes if n.op in ("binary_conv2d", "binary_linear")}
+    binary = {  # the bit-packed tensors
+        t
+        for node in manifest.graph.nodes
+        for role, t in node.params.items()
+        if (op := op_spec(node.op)) is not None and op.param(role).bits
+    }
     packed = sum(t.numel() * t.element_size() for t in tensors.values())
     # the same network with every weight as float32 (binary weights unpacked to one float each)
     float_size = sum(layer.float_size_bytes for layer in executor.binary_layers.values())

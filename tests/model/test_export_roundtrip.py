@@ -14,7 +14,7 @@ from service.export import ExportError, export_model
 from service.export import main as export_main
 from service.kernel import BinaryConv2d, pack_weights, packed_bits, sign
 from service.model import LoadedModel, ModelStore, load_model
-from service.model.graph import OPS
+from service.model.ops import registered_ops
 
 from .conftest import LABELS, SPEC, make_every_op, randomise
 
@@ -23,7 +23,7 @@ def test_every_op_round_trip(exported):
     model, folder = exported
     loaded = load_model(folder)
     ops = {n.op for n in loaded.manifest.graph.nodes}
-    assert ops == set(OPS), f"ops not exercised: {set(OPS) - ops}"
+    assert ops == set(registered_ops()), f"ops not exercised: {set(registered_ops()) - ops}"
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(x)
@@ -58,7 +58,8 @@ def test_binary_layers_are_exact_and_packed(tmp_path):
     for name, module in zip(layers, model):
         layer = layers[name]
         assert torch.equal(packed_bits(layer.weights), packed_bits(pack_weights(module.weight)))
-        assert (layer.stride, layer.padding, layer.dilation, layer.pad_value) == (
+        g = layer.geometry
+        assert (g.stride, g.padding, g.dilation, g.pad_value) == (
             module.stride, module.padding, module.dilation, module.pad_value)
         assert layer.weights.in_channels == module.in_channels and layer.weights.out_channels == module.out_channels
     # 64 and 128 input channels fill whole 64-bit words: exactly 32x smaller than float32

@@ -21,6 +21,8 @@ from service.api.deps import ApiKeyDep, ServiceState, StateDep
 from service.api.errors import InvalidInput, InvalidParameter, ModelNotFound, PayloadTooLarge
 from service.api.guard import BudgetedResponse, run_cancellable, run_codec
 from service.api.schemas import ConvRequest, ConvResponse, ErrorBody, TensorBody
+from service.kernel import ConvGeometry
+from service.kernel.geometry import pair
 from service.settings import Settings
 
 router = APIRouter(tags=["conv"], dependencies=[ApiKeyDep])
@@ -28,20 +30,13 @@ router = APIRouter(tags=["conv"], dependencies=[ApiKeyDep])
 _MAX_GEOMETRY = 1 << 16  # stride, padding and dilation beyond this are never meaningful
 
 
-@dataclass
-class _Geometry:
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    pad_value: int
-
-
-def _pair(value: Any, name: str, minimum: int, default: int) -> tuple[int, int]:
-    pair = (default, default) if value is None else (value, value) if isinstance(value, int) else tuple(value)
-    for v in pair:
-        if not minimum <= v <= _MAX_GEOMETRY:
-            raise InvalidInput(f"{name} must be between {minimum} and {_MAX_GEOMETRY}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def _geometry(stride: Any, padding: Any, dilation: Any, pad_value: Any) -> ConvGeometry:
+    """The request's geometry (``None``: the default), each of stride/padding/dilation at most
+    ``_MAX_GEOMETRY``."""
+    try:
+        return ConvGeometry.parse(stride, padding, dilation, pad_value, maximum=_MAX_GEOMETRY)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(str(e)) from None
 
 
 def _checked_shape(tensor: TensorBody, name: str, limit: int) -> tuple[int, ...]:
@@ -83,12 +78,7 @@ def _resolve_weights(req: ConvRequest, state: ServiceState, settings: Settings):
         if req.model is not None or req.layer is not None:
             raise InvalidInput("give either 'weight' or 'model' + 'layer', not both")
         shape = _checked_shape(req.weight, "weight", settings.max_conv_elements)
-        geometry = _Geometry(
-            _pair(req.stride, "stride", 1, 1),
-            _pair(req.padding, "padding", 0, 0),
-            _pair(req.dilation, "dilation", 1, 1),
-            0 if req.pad_value is None else req.pad_value,
-        )
+        geometry = _geometry(req.stride, req.padding, req.dilation, req.pad_value)
         return _decode(req.weight, shape, "weight"), shape, geometry
     if req.model is None or req.layer is None:
         raise InvalidInput("give 'weight', or 'model' and 'layer' to use a loaded model's binary layer")
@@ -97,17 +87,15 @@ def _resolve_weights(req: ConvRequest, state: ServiceState, settings: Settings):
     if req.layer not in layers:
         raise ModelNotFound(f"model {req.model!r} has no binary layer {req.layer!r}; it has {sorted(layers)}")
     layer = layers[req.layer]
-    stored = _Geometry(
-        _pair(layer.stride, "stride", 1, 1),
-        _pair(layer.padding, "padding", 0, 0),
-        _pair(layer.dilation, "dilation", 1, 1),
-        int(layer.pad_value),
-    )
+    stored = layer.geometry
     given = {"stride": req.stride, "padding": req.padding, "dilation": req.dilation, "pad_value": req.pad_value}
     for key, value in given.items():
         if value is None:
             continue
-        as_stored = value if key == "pad_value" else _pair(value, key, 0, 0)
+        try:
+            as_stored = value if key == "pad_value" else pair(value, key, 0, _MAX_GEOMETRY)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(str(e)) from None
         if as_stored != getattr(stored, key):
             raise InvalidInput(
                 f"{key}={value!r} disagrees with layer {req.layer!r}, whose stored {key} is {getattr(stored, key)!r}"
@@ -121,7 +109,7 @@ class _Plan:
     in_shape: tuple[int, ...]
     weights: Any  # float tensor or a layer's PackedWeights
     w_shape: tuple[int, ...]
-    geometry: _Geometry
+    geometry: ConvGeometry
     cost: ConvCost
 
 
@@ -134,16 +122,15 @@ def _plan(req: ConvRequest, state: ServiceState) -> _Plan:
     _o, wc, kh, kw = w_shape
     if c != wc:
         raise InvalidInput(f"channel mismatch: input has {c} channels, weight expects {wc}")
-    for axis, pad, k, d in (("height", g.padding[0], kh, g.dilation[0]), ("width", g.padding[1], kw, g.dilation[1])):
-        if pad > d * (k - 1):
+    for axis, pad, reach, k, d in zip(("height", "width"), g.padding, g.reach((kh, kw)), (kh, kw), g.dilation):
+        if pad > reach:
             # Rows or columns of padding beyond the dilated kernel's reach only add outputs that see
             # nothing but the constant border: refused rather than allocated, packed and computed.
             raise InvalidParameter(
-                f"padding {pad} in {axis} exceeds the kernel's reach of {d * (k - 1)} (dilation x (kernel - 1) = "
+                f"padding {pad} in {axis} exceeds the kernel's reach of {reach} (dilation x (kernel - 1) = "
                 f"{d} x {k - 1}); larger padding only adds constant borders"
             )
-    oh = kernel.conv_output_size(h, kh, g.stride[0], g.padding[0], g.dilation[0])
-    ow = kernel.conv_output_size(w, kw, g.stride[1], g.padding[1], g.dilation[1])
+    oh, ow = g.output_size(h, w, (kh, kw))
     if oh < 1 or ow < 1:
         raise InvalidInput(
             f"output would be {oh}x{ow}: kernel {kh}x{kw} with dilation {list(g.dilation)} does not fit "

@@ -1,0 +1,99 @@
+"""Activations: ``sign`` (the kernel's binarisation), ``relu``, ``hardtanh``, ``prelu``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+from torch import nn
+
+from service import kernel
+
+from .registry import Attrs, Build, Built, Call, Count, Exported, NoAttrs, OpSpec, Param, as_float, register
+
+# ---- sign --------------------------------------------------------------------------------
+
+register(
+    OpSpec(
+        "sign",
+        NoAttrs,
+        # the function itself, not a wrapper: the executor's packed-output fusion recognises it
+        lambda b: Built(kernel.sign),
+        functions=(kernel.sign,),
+        from_call=lambda call: Exported(NoAttrs()),
+    )
+)
+
+# ---- relu --------------------------------------------------------------------------------
+
+register(
+    OpSpec(
+        "relu",
+        NoAttrs,
+        lambda b: Built(F.relu),
+        modules={nn.ReLU: lambda m: Exported(NoAttrs())},
+        functions=(F.relu, torch.relu),
+        methods=("relu",),
+        from_call=lambda call: Exported(NoAttrs()),
+    )
+)
+
+# ---- hardtanh ----------------------------------------------------------------------------
+
+
+class HardtanhAttrs(Attrs):
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HardtanhAttrs:
+        if not self.min_val < self.max_val:
+            raise ValueError(f"min_val {self.min_val} must be < max_val {self.max_val}")
+        return self
+
+
+def _build_hardtanh(b: Build[HardtanhAttrs]) -> Built:
+    lo, hi = b.attrs.min_val, b.attrs.max_val
+    return Built(lambda x: F.hardtanh(x, lo, hi))
+
+
+def _hardtanh_call(call: Call) -> Exported:
+    lo, hi = call.arg(1, "min_val", -1.0), call.arg(2, "max_val", 1.0)
+    return Exported(HardtanhAttrs(min_val=float(lo), max_val=float(hi)))
+
+
+register(
+    OpSpec(
+        "hardtanh",
+        HardtanhAttrs,
+        _build_hardtanh,
+        # nn.ReLU6 is a Hardtanh(0, 6) and exports as one
+        modules={nn.Hardtanh: lambda m: Exported(HardtanhAttrs(min_val=float(m.min_val), max_val=float(m.max_val)))},
+        functions=(F.hardtanh,),
+        from_call=_hardtanh_call,
+    )
+)
+
+# ---- prelu -------------------------------------------------------------------------------
+
+
+class PReLUAttrs(Attrs):
+    num_parameters: Count = 1
+
+
+def _build_prelu(b: Build[PReLUAttrs]) -> Built:
+    w = b.params["weight"]
+    return Built(lambda x: F.prelu(x, w))
+
+
+register(
+    OpSpec(
+        "prelu",
+        PReLUAttrs,
+        _build_prelu,
+        params=(Param("weight", torch.float32, lambda a: (a.num_parameters,)),),
+        modules={
+            nn.PReLU: lambda m: Exported(PReLUAttrs(num_parameters=m.num_parameters), {"weight": as_float(m.weight)})
+        },
+    )
+)

@@ -1,0 +1,39 @@
+"""Reshaping: ``flatten``; and what the exporter drops (Dropout, Identity: their output is their input)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import StrictInt
+from torch import nn
+
+from .registry import Attrs, Build, Built, Call, Exported, OpSpec, register, register_passthrough
+
+
+class FlattenAttrs(Attrs):
+    start_dim: StrictInt = 1
+    end_dim: StrictInt = -1
+
+
+def _build_flatten(b: Build[FlattenAttrs]) -> Built:
+    start, end = b.attrs.start_dim, b.attrs.end_dim
+    return Built(lambda x: torch.flatten(x, start, end))
+
+
+def _flatten_call(call: Call) -> Exported:
+    return Exported(FlattenAttrs(start_dim=call.arg(1, "start_dim", 0), end_dim=call.arg(2, "end_dim", -1)))
+
+
+register(
+    OpSpec(
+        "flatten",
+        FlattenAttrs,
+        _build_flatten,
+        modules={nn.Flatten: lambda m: Exported(FlattenAttrs(start_dim=m.start_dim, end_dim=m.end_dim))},
+        functions=(torch.flatten,),
+        methods=("flatten",),
+        from_call=_flatten_call,
+    )
+)
+
+register_passthrough(modules=(nn.Dropout, nn.Dropout2d, nn.Identity), functions=(F.dropout, F.dropout2d))
