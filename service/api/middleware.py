@@ -215,7 +215,10 @@ class AdmissionMiddleware:
 
 
 class ObservabilityMiddleware:
-    """Times every request, counts it in the metrics by route template, and logs one JSON line."""
+    """Times every request, counts it in the metrics by route template, and logs one access line
+    (service/api/logs.py formats it), with the error message of a 4xx/5xx answer."""
+
+    ERROR_BODY_LIMIT = 4096  # an error body is {"error": "..."}: this much of it names the problem
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -229,6 +232,7 @@ class ObservabilityMiddleware:
         status: int | None = None
         client_left = False  # before the response was sent: counted as 499, whatever the app did then
         sent_bytes = 0
+        error_body = bytearray()
         request_id = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
 
         async def send_wrapper(message: Message) -> None:
@@ -237,7 +241,10 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
             elif message["type"] == "http.response.body":
-                sent_bytes += len(message.get("body", b""))
+                body = message.get("body", b"")
+                sent_bytes += len(body)
+                if status is not None and status >= 400 and len(error_body) < self.ERROR_BODY_LIMIT:
+                    error_body.extend(body[: self.ERROR_BODY_LIMIT - len(error_body)])
             await send(message)
 
         async def receive_wrapper() -> Message:
@@ -260,20 +267,30 @@ class ObservabilityMiddleware:
             self.metrics.request_latency.labels(route, method).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_log.info(
-                    json.dumps(
-                        {
-                            "ts": round(time.time(), 3),
-                            "request_id": request_id,
-                            "method": method,
-                            "path": scope["path"],
-                            "route": route,
-                            "query": scope.get("query_string", b"").decode("latin-1"),
-                            "status": status,
-                            "rejected": scope.get("bnn.rejected"),
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "response_bytes": sent_bytes,
-                            "client": f"{client[0]}:{client[1]}" if client else None,
-                        }
-                    )
-                )
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"],
+                    "route": route,
+                    "query": scope.get("query_string", b"").decode("latin-1"),
+                    "status": status,
+                    "error": _error_message(status, bytes(error_body), client_left),
+                    "rejected": scope.get("bnn.rejected"),
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "response_bytes": sent_bytes,
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                }
+                access_log.info("%s %s %d", method, scope["path"], status, extra={"fields": fields})
+
+
+def _error_message(status: int, body: bytes, client_left: bool) -> str | None:
+    """The ``error`` of a 4xx/5xx JSON body (None for a success)."""
+    if client_left:
+        return "the client disconnected before the answer was sent"
+    if status < 400:
+        return None
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace") or None
+    return message if isinstance(message, str) else None

@@ -8,6 +8,7 @@ import logging
 import httpx
 import pytest
 
+from service.api.logs import JsonFormatter
 from service.api.main import StartupError
 from tests.api.conftest import png_bytes, serve
 
@@ -127,9 +128,26 @@ async def test_one_json_log_line_per_request(store):
             await client.get("/models", headers={"X-Request-ID": "abc"})
         finally:
             logger.removeHandler(handler)
-    lines = [json.loads(r.getMessage()) for r in handler.records]
+    lines = [json.loads(JsonFormatter().format(r)) for r in handler.records]
     assert len(lines) == 1
     assert lines[0]["request_id"] == "abc" and lines[0]["route"] == "/models" and lines[0]["status"] == 200
+    assert lines[0]["logger"] == "bnn.access" and lines[0]["error"] is None
+
+
+async def test_the_access_line_of_an_error_carries_its_message(store):
+    handler = _ListHandler()
+    async with serve(store, log_level="info") as client:
+        logger = logging.getLogger("bnn.access")
+        logger.addHandler(handler)
+        try:
+            await client.get("/models/nope")
+            await client.post("/predict", content=b"x" * 100, headers={"content-type": "text/plain"})
+        finally:
+            logger.removeHandler(handler)
+    lines = [json.loads(JsonFormatter().format(r)) for r in handler.records]
+    assert [line["status"] for line in lines] == [404, 422]
+    assert "nope" in lines[0]["error"] and lines[0]["route"] == "/models/{name}"
+    assert lines[1]["error"].startswith("invalid request")
 
 
 async def test_openapi_has_examples(client):
