@@ -12,9 +12,11 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
-# cmake + g++ build native/; wrk drives the service load benchmark (bench/load_predict.py).
+# cmake + g++ build native/; libgtest-dev is GoogleTest for its C++ tests (native/tests); wrk
+# drives the service load benchmark (bench/load_predict.py).
 missing=()
 for tool in cmake g++ wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+dpkg -s libgtest-dev >/dev/null 2>&1 || missing+=(libgtest-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[setup] installing ${missing[*]}"
   as_root apt-get update -qq
