@@ -34,6 +34,7 @@ logger = logging.getLogger("bnn.api")
 
 class Predictor(Protocol):
     name: str
+    version: str
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor: ...
 
@@ -78,6 +79,7 @@ class Batcher:
     ) -> None:
         self.model = model
         self.metrics = metrics
+        self.stats = metrics.model_stats(model.name, str(model.version))
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
@@ -225,9 +227,11 @@ class Batcher:
             if not batch:
                 continue
             now = time.perf_counter()
-            for chunk in batch:
-                self.metrics.queue_time.labels(name).observe(now - chunk.enqueued_at)
+            queued_s = [now - chunk.enqueued_at for chunk in batch]
+            for seconds in queued_s:
+                self.metrics.queue_time.labels(name).observe(seconds)
             inputs = batch[0].rows if len(batch) == 1 else torch.cat([c.rows for c in batch])
+            input_s = time.perf_counter() - now
             token = self._cancel_when_abandoned(batch)
             try:
                 out, seconds = await loop.run_in_executor(self._executor, self._compute, inputs, token)
@@ -247,9 +251,12 @@ class Batcher:
             self.metrics.compute_time.labels(name).observe(seconds)
             self.metrics.batch_size.labels(name).observe(inputs.shape[0])
             self.metrics.inferences.labels(name).inc(inputs.shape[0])
+            output_start = time.perf_counter()
             start = 0
             for chunk in batch:
                 n = chunk.rows.shape[0]
                 if not chunk.future.done():
                     chunk.future.set_result(out[start : start + n])
                 start += n
+            output_s = time.perf_counter() - output_start
+            self.stats.executed(queued_s, inputs.shape[0], input_s, seconds, output_s)

@@ -35,14 +35,18 @@ class ServiceState:
         names = sorted(self.models) or sorted(self.errors)
         return names[0] if len(names) == 1 else None
 
-    def resolve(self, name: str | None) -> tuple[Any, Batcher]:
-        """The loaded model and its batcher; 404 for unknown names, 503 for broken or loading ones."""
+    def resolve(self, name: str | None, version: str | None = None) -> tuple[Any, Batcher]:
+        """The loaded model and its batcher; 404 for unknown names, 503 for broken or loading ones.
+        ``version`` (a manifest's ``version`` string), when given, must be the model's: 404 otherwise."""
         if name is None:
             name = self.default_model
             if name is None:
                 raise ModelNotFound(f"no model named and no default model; choose one of {sorted(self.models)}")
         if name in self.models and name in self.batchers:
-            return self.models[name], self.batchers[name]
+            model = self.models[name]
+            if version is not None and version != str(model.version):
+                raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {[str(model.version)]}")
+            return model, self.batchers[name]
         if name in self.errors:
             raise ModelNotReady(f"model {name!r} is not ready: {self.errors[name]}")
         if not self.ready:

@@ -167,6 +167,35 @@ class V2ModelMetadata(BaseModel):
     platform: str
     inputs: list[V2TensorMetadata]
     outputs: list[V2TensorMetadata]
+    parameters: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Per tensor name, what its values mean: for the input its layout and the preprocessing "
+        "that maps an image's 0..255 pixels to it (scale, invert, mean, std, resize) and the BYTES form that "
+        "takes encoded images instead; for the outputs their labels.",
+        examples=[
+            {
+                "input": {
+                    "datatype": "FP32",
+                    "shape": [-1, 1, 28, 28],
+                    "layout": "NCHW",
+                    "color_mode": "L",
+                    "value": "(pixel * scale - mean[c]) / std[c]",
+                    "scale": 1 / 255,
+                    "channels": 1,
+                    "height": 28,
+                    "width": 28,
+                    "resize": "stretch",
+                    "mean": [0.286],
+                    "std": [0.353],
+                    "invert": False,
+                    "encoded_datatype": "BYTES",
+                    "encoded_shape": [-1],
+                    "encoded_formats": ["PNG", "JPEG", "WEBP", "BMP"],
+                },
+                "logits": {"datatype": "FP32", "shape": [-1, 10], "value": "class scores", "labels": ["T-shirt"]},
+            }
+        ],
+    )
 
 
 class V2Live(BaseModel):
@@ -232,3 +261,88 @@ class V2InferResponse(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[V2OutputTensor]
+
+
+# ---- Triton's model configuration and statistics extensions ------------------------------
+
+
+class TritonTensorConfig(BaseModel):
+    """One input or output of a Triton model configuration; ``dims`` exclude the batch dimension."""
+
+    name: str
+    data_type: str = Field(examples=["TYPE_FP32"])
+    format: str | None = Field(None, examples=["FORMAT_NCHW"])
+    dims: list[int] = Field(examples=[[1, 28, 28]])
+    is_shape_tensor: bool = False
+
+
+class TritonDynamicBatching(BaseModel):
+    preferred_batch_size: list[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = Field(description="Setting BNN_MAX_QUEUE_DELAY_MS, in microseconds.")
+    preserve_ordering: bool = True
+
+
+class TritonInstanceGroup(BaseModel):
+    name: str
+    kind: str = "KIND_CPU"
+    count: int = 1
+
+
+class V2ModelConfig(BaseModel):
+    """The model's configuration in the shape Triton's ``GET /v2/models/{name}/config`` answers (its
+    ``ModelConfig`` protobuf as JSON), as tritonclient's ``get_model_config`` returns it."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int = Field(description="Most images one model call takes (setting BNN_MAX_BATCH_SIZE).")
+    input: list[TritonTensorConfig]
+    output: list[TritonTensorConfig]
+    dynamic_batching: TritonDynamicBatching
+    instance_group: list[TritonInstanceGroup]
+    parameters: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="The input's preprocessing, as Triton's string parameters.",
+        examples=[{"mean": {"string_value": "[0.286]"}}],
+    )
+
+
+class V2DurationStat(BaseModel):
+    count: int
+    ns: int
+
+
+class V2InferenceStats(BaseModel):
+    success: V2DurationStat
+    fail: V2DurationStat
+    queue: V2DurationStat
+    compute_input: V2DurationStat
+    compute_infer: V2DurationStat
+    compute_output: V2DurationStat
+    cache_hit: V2DurationStat
+    cache_miss: V2DurationStat
+
+
+class V2BatchStat(BaseModel):
+    batch_size: int
+    compute_input: V2DurationStat
+    compute_infer: V2DurationStat
+    compute_output: V2DurationStat
+
+
+class V2ModelStat(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="The last model call, in milliseconds since the epoch (0: none yet).")
+    inference_count: int = Field(description="Images inferred.")
+    execution_count: int = Field(description="Model calls (batches).")
+    inference_stats: V2InferenceStats
+    batch_stats: list[V2BatchStat]
+
+
+class V2ModelStatsResponse(BaseModel):
+    """Triton's statistics extension: ``GET /v2/models[/{name}[/versions/{version}]]/stats``."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_stats: list[V2ModelStat]

@@ -6,12 +6,12 @@ import numpy as np
 import torch
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from service import kernel
 from service.api.cost import check_response_bytes
 from service.api.deps import ApiKeyDep, ModelQuery, StateDep
 from service.api.errors import InvalidInput, PayloadTooLarge
-from service.api.guard import run_cancellable, run_codec, until_disconnect
-from service.api.images import load_image, open_image
+from service.api.guard import run_codec, until_disconnect
+from service.api.images import INLINE_DECODE_PIXELS as INLINE_DECODE_PIXELS  # where /predict's callers look
+from service.api.images import decode_images, open_images
 from service.api.schemas import ErrorBody, PredictResponse
 
 router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
@@ -19,36 +19,6 @@ router = APIRouter(tags=["predict"], dependencies=[ApiKeyDep])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503, 504)
 }
-
-
-# Uploads with at most this many pixels in all are decoded on the event loop (tens of
-# microseconds for a thumbnail, less than a hand-off to a worker thread); larger ones in a thread.
-INLINE_DECODE_PIXELS = 128 * 128
-# Bytes per pixel an image can hold at once while it is decoded and converted: the decoded frame
-# (Pillow keeps RGB as 4 bytes a pixel), the alpha-flattened copy, the colour conversion, and for
-# 16-bit grey the float intermediate.
-DECODE_BYTES_PER_PIXEL = 16
-
-
-def _preprocess(token, model, images: list, max_pixels: int) -> torch.Tensor:
-    """Decode and convert the uploads one at a time into [N, C, H, W] float32 as the model's
-    manifest says: each decoded image is released before the next is decoded, and the work stops
-    between images once ``token`` is cancelled (deadline or client gone)."""
-    spec = model.input
-    batch = torch.empty((len(images), spec.channels, spec.height, spec.width), dtype=torch.float32)
-    for i, (filename, image) in enumerate(images):
-        if token is not None and token.cancelled:
-            raise kernel.Cancelled("preprocessing stopped")
-        images[i] = (filename, None)  # the list no longer keeps the decoded pixels alive
-        try:
-            decoded = load_image(image, filename, max_pixels)
-            batch[i] = model.preprocess(decoded)
-        except (ValueError, OSError) as exc:  # e.g. a model that takes one exact size only
-            raise InvalidInput(f"{filename}: {exc}") from None
-        finally:
-            image.close()
-        del image, decoded
-    return batch
 
 
 def top_predictions(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[dict]]:
@@ -95,36 +65,14 @@ async def predict(
         raise InvalidInput("no images uploaded: send one or more `file` fields")
     # Headers first (no pixel decoded): bad or oversized files fail fast, the request's whole decoding
     # cost is bounded before it starts, and the size decides where to decode.
-    images = [(name, open_image(data, name, settings.max_image_pixels)) for name, data in uploads]
-    sizes = [image.width * image.height for _, image in images]
-    if sum(sizes) > settings.max_request_pixels:
-        raise PayloadTooLarge(
-            f"the {len(images)} images hold {sum(sizes)} pixels in all; one request may decode at most "
-            f"{settings.max_request_pixels} (setting BNN_MAX_REQUEST_PIXELS)"
-        )
+    images = open_images(uploads, settings)
     answer_bytes = len(uploads) * (
         min(top_k, loaded.num_classes) * (max(map(len, loaded.labels), default=0) + 64)
         + max(len(name) for name, _ in uploads)
         + 64
     )
     check_response_bytes(answer_bytes, settings.max_response_bytes, "the response")
-    spec = loaded.input
-    peak = DECODE_BYTES_PER_PIXEL * max(sizes) + 2 * 4 * len(images) * spec.channels * spec.height * spec.width
-    if sum(sizes) <= INLINE_DECODE_PIXELS:
-        batch = _preprocess(None, loaded, images, settings.max_image_pixels)
-    else:
-        reservation = await state.budget.reserve(peak, f"decoding {len(images)} images")
-        batch = await run_cancellable(
-            request,
-            _preprocess,
-            loaded,
-            images,
-            settings.max_image_pixels,
-            timeout_s=settings.request_timeout_s,
-            what="decoding the images",
-            reservation=reservation,
-        )
-        reservation.release()
+    batch = await decode_images(request, loaded, images, settings, state.budget)
     del images
     logits = await until_disconnect(
         request, batcher.predict(batch, settings.request_timeout_s), f"the inference on {loaded.name!r}"

@@ -1,8 +1,15 @@
-"""Open Inference Protocol (KServe v2) REST endpoints; errors keep this service's {"error": ...} body."""
+"""Open Inference Protocol (KServe v2) REST endpoints, with Triton's model configuration and statistics
+extensions; errors keep this service's {"error": ...} body.
+
+Every model route also answers under ``/versions/{version}``, where the version is the model's
+manifest ``version`` string (any other is 404).
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -23,15 +30,22 @@ from service.api.cost import (
     json_float_bytes,
 )
 from service.api.deps import ApiKeyDep, StateDep
-from service.api.errors import InvalidInput, ModelNotFound, PayloadTooLarge
+from service.api.errors import InvalidInput, ModelNotFound, ModelNotReady, PayloadTooLarge
 from service.api.guard import BudgetedResponse, run_codec, until_disconnect
+from service.api.images import ACCEPTED_FORMATS, decode_images, open_images
+from service.api.metrics import ModelStats
 from service.api.schemas import (
     ErrorBody,
+    TritonDynamicBatching,
+    TritonInstanceGroup,
+    TritonTensorConfig,
     V2InferRequest,
     V2InferResponse,
     V2Live,
+    V2ModelConfig,
     V2ModelMetadata,
     V2ModelReady,
+    V2ModelStatsResponse,
     V2OutputTensor,
     V2Ready,
     V2ServerMetadata,
@@ -41,8 +55,12 @@ from service.api.schemas import (
 health_router = APIRouter(prefix="/v2/health", tags=["v2"])
 router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[ApiKeyDep])
 
+PLATFORM = "bnn-serve"
 INPUT_NAME = "input"
 OUTPUTS = ("logits", "probabilities")
+_OUTPUT_MEANING = {"logits": "class scores (logits)", "probabilities": "softmax of the logits"}
+# The preprocessing's pixel scale: service.model.preprocess divides 0..255 pixels by 255.
+PIXEL_SCALE = 1 / 255
 # Binary tensor data extension (KServe / Triton): the body is this many bytes of JSON, then raw tensors.
 BINARY_HEADER = "Inference-Header-Content-Length"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -63,7 +81,9 @@ async def ready(state: StateDep) -> JSONResponse:
 @router.get("", response_model=V2ServerMetadata)
 async def server_metadata() -> V2ServerMetadata:
     return V2ServerMetadata(
-        name="bnn-serve", version=service.__version__, extensions=["classification", "binary_tensor_data"]
+        name="bnn-serve",
+        version=service.__version__,
+        extensions=["classification", "binary_tensor_data", "model_configuration", "statistics"],
     )
 
 
@@ -72,24 +92,173 @@ def _known(state, name: str) -> None:
         raise ModelNotFound(f"model {name!r} not found; available: {sorted(state.models)}")
 
 
-@router.get("/models/{name}", response_model=V2ModelMetadata, responses=_ERRORS)
-async def model_metadata(state: StateDep, name: str) -> V2ModelMetadata:
-    model, _ = state.resolve(name)
+# Declared before /models/{name}: a model named "stats" is reached under /models/stats/versions/...
+@router.get(
+    "/models/stats",
+    response_model=V2ModelStatsResponse,
+    responses=_ERRORS,
+    summary="Inference statistics of every ready model",
+)
+async def all_model_stats(state: StateDep) -> V2ModelStatsResponse:
+    return _stats([batcher.stats for _, batcher in sorted(state.batchers.items())])
+
+
+def _input_shape(model) -> list[int]:
     spec = model.input
+    return [-1, spec.channels, spec.height, spec.width]
+
+
+def _tensor_parameters(model) -> dict[str, dict[str, Any]]:
+    """What each tensor's values mean: the input's layout and preprocessing (everything the model's
+    input spec holds) and its encoded-image form; the outputs' labels."""
+    spec = model.input
+    value = "(1 - pixel * scale - mean[c]) / std[c]" if spec.invert else "(pixel * scale - mean[c]) / std[c]"
+    described: dict[str, dict[str, Any]] = {
+        INPUT_NAME: {
+            "datatype": "FP32",
+            "shape": _input_shape(model),
+            "layout": "NCHW",
+            "color_mode": "L" if spec.channels == 1 else "RGB",
+            "value": value,
+            "scale": PIXEL_SCALE,
+            **spec.model_dump(mode="json"),
+            "encoded_datatype": "BYTES",
+            "encoded_shape": [-1],
+            "encoded_formats": list(ACCEPTED_FORMATS),
+        }
+    }
+    for name in OUTPUTS:
+        described[name] = {
+            "datatype": "FP32",
+            "shape": [-1, model.num_classes],
+            "value": _OUTPUT_MEANING[name],
+            "labels": list(model.labels),
+        }
+    return described
+
+
+def _metadata(state, name: str, version: str | None) -> V2ModelMetadata:
+    model, _ = state.resolve(name, version)
     return V2ModelMetadata(
         name=model.name,
         versions=[str(model.version)],
-        platform="bnn-serve",
-        inputs=[V2TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, spec.channels, spec.height, spec.width])],
+        platform=PLATFORM,
+        inputs=[V2TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=_input_shape(model))],
         outputs=[V2TensorMetadata(name=o, datatype="FP32", shape=[-1, model.num_classes]) for o in OUTPUTS],
+        parameters=_tensor_parameters(model),
     )
+
+
+_METADATA: dict[str, Any] = dict(
+    response_model=V2ModelMetadata,
+    responses=_ERRORS,
+    summary="Model metadata: tensors, and in parameters what the input's values mean",
+    description="The input is FP32 `[N, C, H, W]` holding each pixel as `parameters.input.value` says "
+    "(raw 0..255 pixels give wrong classes), or BYTES `[N]` holding encoded images (PNG, JPEG, WebP, BMP) "
+    "that the service preprocesses as /predict does.",
+)
+
+
+@router.get("/models/{name}", **_METADATA)
+async def model_metadata(state: StateDep, name: str) -> V2ModelMetadata:
+    return _metadata(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", **_METADATA)
+async def model_version_metadata(state: StateDep, name: str, version: str) -> V2ModelMetadata:
+    return _metadata(state, name, version)
+
+
+def _ready(state, name: str, version: str | None) -> JSONResponse:
+    _known(state, name)
+    try:
+        state.resolve(name, version)  # 404 for a version the model does not have
+        is_ready = True
+    except ModelNotReady:
+        is_ready = False
+    return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{name}/ready", response_model=V2ModelReady, responses=_ERRORS)
 async def model_ready(state: StateDep, name: str) -> JSONResponse:
-    _known(state, name)
-    is_ready = name in state.batchers
-    return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+    return _ready(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_model=V2ModelReady, responses=_ERRORS)
+async def model_version_ready(state: StateDep, name: str, version: str) -> JSONResponse:
+    return _ready(state, name, version)
+
+
+def _config(state, name: str, version: str | None) -> V2ModelConfig:
+    model, _ = state.resolve(name, version)
+    settings = state.settings
+    spec = model.input
+    preprocessing = _tensor_parameters(model)[INPUT_NAME]
+    return V2ModelConfig(
+        name=model.name,
+        platform=PLATFORM,
+        backend=PLATFORM,
+        max_batch_size=settings.max_batch_size,
+        input=[
+            TritonTensorConfig(
+                name=INPUT_NAME,
+                data_type="TYPE_FP32",
+                format="FORMAT_NCHW",
+                dims=[spec.channels, spec.height, spec.width],
+            )
+        ],
+        output=[TritonTensorConfig(name=o, data_type="TYPE_FP32", dims=[model.num_classes]) for o in OUTPUTS],
+        dynamic_batching=TritonDynamicBatching(max_queue_delay_microseconds=round(settings.max_queue_delay_ms * 1000)),
+        instance_group=[TritonInstanceGroup(name=f"{model.name}_0")],
+        parameters={
+            key: {"string_value": value if isinstance(value, str) else json.dumps(value)}
+            for key, value in preprocessing.items()
+        },
+    )
+
+
+_CONFIG: dict[str, Any] = dict(
+    response_model=V2ModelConfig,
+    response_model_exclude_none=True,  # an output has no format
+    responses=_ERRORS,
+    summary="Model configuration, in the shape of Triton's (tritonclient's get_model_config)",
+)
+
+
+@router.get("/models/{name}/config", **_CONFIG)
+async def model_config(state: StateDep, name: str) -> V2ModelConfig:
+    return _config(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/config", **_CONFIG)
+async def model_version_config(state: StateDep, name: str, version: str) -> V2ModelConfig:
+    return _config(state, name, version)
+
+
+def _stats(stats: list[ModelStats]) -> V2ModelStatsResponse:
+    return V2ModelStatsResponse.model_validate({"model_stats": [s.as_dict() for s in stats]})
+
+
+_STATS: dict[str, Any] = dict(
+    response_model=V2ModelStatsResponse,
+    responses=_ERRORS,
+    summary="Inference statistics (Triton's statistics extension)",
+    description="Counts and cumulative durations since the service started: requests (success, fail) as the v2 "
+    "infer route answered them; per model call, the time each request queued and computed, images "
+    "(inference_count) and calls (execution_count), including /predict's.",
+)
+
+
+@router.get("/models/{name}/stats", **_STATS)
+async def model_stats(state: StateDep, name: str) -> V2ModelStatsResponse:
+    _, batcher = state.resolve(name)
+    return _stats([batcher.stats])
+
+
+@router.get("/models/{name}/versions/{version}/stats", **_STATS)
+async def model_version_stats(state: StateDep, name: str, version: str) -> V2ModelStatsResponse:
+    _, batcher = state.resolve(name, version)
+    return _stats([batcher.stats])
 
 
 async def _read_request(request: Request, max_json_values: int) -> tuple[V2InferRequest, bytes, int]:
@@ -125,7 +294,11 @@ def _parse(header: bytes) -> V2InferRequest:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) -> torch.Tensor:
+EncodedImages = list[tuple[str, bytes]]  # (what an error calls the element, its bytes)
+
+
+def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) -> torch.Tensor | EncodedImages:
+    """The checked input: the FP32 batch itself, or for a BYTES input its encoded images, to decode."""
     if len(req.inputs) != 1:
         raise InvalidInput(f"expected exactly one input tensor ({INPUT_NAME!r}), got {len(req.inputs)}")
     t = req.inputs[0]
@@ -133,8 +306,12 @@ def _input_tensor(req: V2InferRequest, binary: bytes, model, max_images: int) ->
     expected = [spec.channels, spec.height, spec.width]
     if t.name != INPUT_NAME:
         raise InvalidInput(f"unknown input {t.name!r}; this model's input is {INPUT_NAME!r}")
+    if t.datatype == "BYTES":
+        return _encoded_images(t, binary, max_images)
     if t.datatype != "FP32":
-        raise InvalidInput(f"input {t.name!r} must have datatype FP32, got {t.datatype!r}")
+        raise InvalidInput(
+            f"input {t.name!r} must have datatype FP32, got {t.datatype!r} (or BYTES: one encoded image per element)"
+        )
     if len(t.shape) != 4 or t.shape[1:] != expected or t.shape[0] < 1:
         raise InvalidInput(
             f"input {t.name!r} must have shape [N, {', '.join(map(str, expected))}] with N >= 1, got {t.shape}"
@@ -181,6 +358,77 @@ def _binary_input(t, size, count: int, binary: bytes) -> np.ndarray:
             f"input {t.name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header"
         )
     return np.frombuffer(binary, dtype="<f4").astype(np.float32)  # a writable copy in native order
+
+
+def _encoded_images(t, binary: bytes, max_images: int) -> EncodedImages:
+    """A BYTES input's elements, each an encoded image: JSON strings (their UTF-8 bytes, as the protocol
+    defines BYTES in JSON) or binary tensor data (each element a 4-byte little-endian length, then its bytes)."""
+    if len(t.shape) not in (1, 2) or t.shape[1:] not in ([], [1]) or t.shape[0] < 1:
+        raise InvalidInput(
+            f"input {t.name!r} with datatype BYTES must have shape [N] or [N, 1] with N >= 1 "
+            f"(one encoded image per element), got {t.shape}"
+        )
+    n = t.shape[0]
+    if n > max_images:
+        raise PayloadTooLarge(f"batch of {n} images; the limit is {max_images}")
+    size = (t.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if t.data is not None:
+            raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
+            raise InvalidInput(
+                f"input {t.name!r}: binary_data_size is {size!r}, but {len(binary)} bytes follow the JSON header"
+            )
+        elements = _length_prefixed(t, binary, n)
+    elif t.data is None:
+        raise InvalidInput(f"input {t.name!r} has neither data nor the parameter binary_data_size")
+    elif binary:
+        raise InvalidInput(f"{len(binary)} bytes follow the JSON header, but no input has binary_data_size")
+    else:
+        elements = _json_strings(t, n)
+    return [(f"input {t.name!r} element {i}", element) for i, element in enumerate(elements)]
+
+
+def _length_prefixed(t, raw: bytes, n: int) -> list[bytes]:
+    elements: list[bytes] = []
+    pos = 0
+    while pos < len(raw) and len(elements) < n:
+        if pos + 4 > len(raw):
+            raise InvalidInput(f"input {t.name!r}: the binary data ends inside element {len(elements)}'s length")
+        length = int.from_bytes(raw[pos : pos + 4], "little")
+        pos += 4
+        if pos + length > len(raw):
+            raise InvalidInput(
+                f"input {t.name!r}: element {len(elements)} declares {length} bytes, "
+                f"but {len(raw) - pos} bytes of binary data are left"
+            )
+        elements.append(raw[pos : pos + length])
+        pos += length
+    if len(elements) != n or pos != len(raw):
+        raise InvalidInput(
+            f"input {t.name!r}: shape {t.shape} needs {n} length-prefixed elements; the binary data "
+            f"holds {len(elements)}{' and more bytes' if pos != len(raw) else ''}"
+        )
+    return elements
+
+
+def _json_strings(t, n: int) -> list[bytes]:
+    flat: list[Any] = []
+    pending = [t.data]
+    while pending:  # flat or nested lists, in row-major order
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        else:
+            flat.append(item)
+    if len(flat) != n or not all(isinstance(s, str) for s in flat):
+        raise InvalidInput(
+            f"input {t.name!r}: BYTES data must be {n} strings (one encoded image each) for shape {t.shape}"
+        )
+    try:
+        return [s.encode("utf-8") for s in flat]
+    except UnicodeEncodeError:
+        raise InvalidInput(f"input {t.name!r}: a BYTES string is not valid Unicode text") from None
 
 
 def _classification(logits: torch.Tensor, labels: list[str], k: int) -> list[str]:
@@ -259,18 +507,44 @@ _INFER_BODY = {
 }
 
 
-@router.post(
-    "/models/{name}/infer",
+_INFER: dict[str, Any] = dict(
     response_model=V2InferResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
     openapi_extra=_INFER_BODY,
     description="Open Inference Protocol inference, with the classification and binary tensor data "
     'extensions: ask for binary outputs with `"binary_data": true` on an output or '
-    '`"binary_data_output": true` in the request\'s parameters.',
+    '`"binary_data_output": true` in the request\'s parameters. The input is FP32 `[N, C, H, W]`, '
+    "preprocessed as the model metadata's `parameters.input` says, or BYTES `[N]`: one encoded image "
+    "(PNG, JPEG, WebP, BMP) per element, as JSON strings or length-prefixed binary data, decoded and "
+    "preprocessed as /predict does.",
 )
+
+
+@router.post("/models/{name}/infer", **_INFER)
 async def infer(state: StateDep, name: str, request: Request) -> BudgetedResponse:
-    model, batcher = state.resolve(name)
+    return await _counted_infer(state, name, None, request)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **_INFER)
+async def infer_version(state: StateDep, name: str, version: str, request: Request) -> BudgetedResponse:
+    return await _counted_infer(state, name, version, request)
+
+
+async def _counted_infer(state, name: str, version: str | None, request: Request) -> BudgetedResponse:
+    """The inference, counted in the model's statistics as a success or a failure, with its duration."""
+    model, batcher = state.resolve(name, version)
+    start = time.perf_counter()
+    try:
+        response = await _infer(state, model, batcher, request)
+    except BaseException:
+        batcher.stats.request_done(False, time.perf_counter() - start)
+        raise
+    batcher.stats.request_done(True, time.perf_counter() - start)
+    return response
+
+
+async def _infer(state, model, batcher, request: Request) -> BudgetedResponse:
     settings = state.settings
     req, binary, values_in = await _read_request(request, settings.max_json_values)
     requested = _requested_outputs(req)
@@ -283,7 +557,7 @@ async def infer(state: StateDep, name: str, request: Request) -> BudgetedRespons
     spec = model.input
     input_bytes = FLOAT32 * images * spec.channels * spec.height * spec.width
     # the parsed JSON's numbers, the input (and its float32 copy), the logits and probabilities, their
-    # serialised form, the body
+    # serialised form, the body (encoded images reserve their decoding in decode_images)
     peak = (
         PY_FLOAT * values_in
         + 2 * input_bytes
@@ -295,6 +569,8 @@ async def infer(state: StateDep, name: str, request: Request) -> BudgetedRespons
     try:
         batch = await run_in_threadpool(_input_tensor, req, binary, model, settings.max_queue_size)
         del binary
+        if not isinstance(batch, torch.Tensor):  # encoded images: decoded within /predict's bounds
+            batch = await decode_images(request, model, open_images(batch, settings), settings, state.budget)
         logits = await until_disconnect(
             request, batcher.predict(batch, settings.request_timeout_s), f"the inference on {model.name!r}"
         )
