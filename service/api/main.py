@@ -173,5 +173,5 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
     app.add_middleware(AdmissionMiddleware, state=state)
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
     app.add_middleware(RequestGuardMiddleware, api_key=api_key)
-    app.add_middleware(ObservabilityMiddleware, metrics=state.metrics)
+    app.add_middleware(ObservabilityMiddleware, metrics=state.metrics, router=app.router)
     return app

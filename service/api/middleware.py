@@ -11,6 +11,7 @@ import time
 import uuid
 from urllib.parse import parse_qs, parse_qsl
 
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.budget import MemoryBudget, Reservation
@@ -150,6 +151,7 @@ class RequestGuardMiddleware:
             "/openapi.json",
         }
     )
+    OPEN_PREFIX = "/docs/static/"  # Swagger UI's and ReDoc's scripts and styles
 
     def __init__(self, app: ASGIApp, api_key: bytes | None) -> None:
         self.app = app
@@ -159,7 +161,9 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.api_key is not None and scope.get("path") not in self.OPEN_PATHS:  # noqa: SIM102 - guarded route, then its key
+        path = scope.get("path", "")
+        open_path = path in self.OPEN_PATHS or path.startswith(self.OPEN_PREFIX)
+        if self.api_key is not None and not open_path:  # noqa: SIM102 - guarded route, then its key
             if not api_key_matches(scope.get("headers") or [], self.api_key):
                 await refuse(scope, receive, send, Unauthorized(), rejected="unauthorized", close=True)
                 return
@@ -220,15 +224,27 @@ class ObservabilityMiddleware:
 
     ERROR_BODY_LIMIT = 4096  # an error body is {"error": "..."}: this much of it names the problem
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, router: Router | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.router = router
+
+    def _route(self, scope: Scope, path: str, root_path: str) -> str:
+        """The route template the request went to; for one answered before routing (a 413 of the body
+        limit, a 401) or served outside FastAPI's routes (/openapi.json, the docs' static files), the
+        template it would have gone to. Unknown paths are "unmatched": the label set stays bounded."""
+        route = getattr(scope.get("route"), "path", None)
+        if route is None and self.router is not None:
+            # routing may have rewritten path and root_path (a Mount does): match the request as it came
+            route = _template(self.router.routes, {**scope, "path": path, "root_path": root_path})
+        return route or "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        path, root_path = scope["path"], scope.get("root_path", "")
         status: int | None = None
         client_left = False  # before the response was sent: counted as 499, whatever the app did then
         sent_bytes = 0
@@ -259,7 +275,7 @@ class ObservabilityMiddleware:
         finally:
             status = 499 if client_left else (status or 500)
             elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = self._route(scope, path, root_path)
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             if status >= 400:
@@ -270,7 +286,7 @@ class ObservabilityMiddleware:
                 fields = {
                     "request_id": request_id,
                     "method": method,
-                    "path": scope["path"],
+                    "path": path,
                     "route": route,
                     "query": scope.get("query_string", b"").decode("latin-1"),
                     "status": status,
@@ -280,7 +296,17 @@ class ObservabilityMiddleware:
                     "response_bytes": sent_bytes,
                     "client": f"{client[0]}:{client[1]}" if client else None,
                 }
-                access_log.info("%s %s %d", method, scope["path"], status, extra={"fields": fields})
+                access_log.info("%s %s %d", method, path, status, extra={"fields": fields})
+
+
+def _template(routes: list, scope: Scope) -> str | None:
+    """The path template of the route ``scope`` matches in full, looking through FastAPI's wrappers
+    of included routers."""
+    for candidate in routes:
+        if candidate.matches(scope)[0] is Match.FULL:
+            included = getattr(candidate, "original_router", None)
+            return _template(included.routes, scope) if included is not None else getattr(candidate, "path", None)
+    return None
 
 
 def _error_message(status: int, body: bytes, client_left: bool) -> str | None:

@@ -196,3 +196,23 @@ async def test_shipped_fashion_mnist_model_serves():
         x = {"shape": [1, c, 7, 7], "data": [1.0] * (c * 49)}
         conv = await client.post("/conv", json={"input": x, "model": "fashion-mnist-bnn", "layer": name})
         assert conv.status_code == 200, conv.text
+
+
+async def test_every_route_is_labelled_in_the_metrics(store):
+    async with serve(store, max_body_bytes=1024, api_key="k") as client:
+        for path in ("/docs", "/openapi.json", "/docs/static/swagger-ui.css", "/no/such/path"):
+            assert (await client.get(path)).status_code in (200, 401)
+        assert (await client.get("/docs/static/swagger-ui.css")).status_code == 200  # open, like /docs
+        big = {"content-type": "application/octet-stream", "x-api-key": "k"}
+        assert (await client.post("/predict", content=b"x" * 5000, headers=big)).status_code == 413
+        assert (await client.post("/conv", json={})).status_code == 401
+        text = (await client.get("/metrics")).text
+    for route, status in [
+        ("/docs", 200),
+        ("/openapi.json", 200),
+        ("/docs/static", 200),
+        ("/predict", 413),
+        ("/conv", 401),
+        ("unmatched", 401),  # an unknown path is refused for its missing key, under one bounded label
+    ]:
+        assert f'route="{route}",status="{status}"' in text, (route, status)
