@@ -310,10 +310,7 @@ async def graceful_stop(store: Path, mix: Mix, concurrency: int = 32, load_s: fl
         server.proc.kill()
     code = server.proc.wait()
     assert sigterm_at is not None and exited_at is not None
-    seen_by_app = set()
-    for line in server.output().splitlines():
-        if line.startswith("{") and '"request_id"' in line:
-            seen_by_app.add(json.loads(line)["request_id"])
+    seen_by_app = logged_request_ids(server.output())
     in_flight = [r for r in records if r[0] < sigterm_at <= r[1]]
     accepted = [r for r in in_flight if r[3] in seen_by_app]
     not_read = [r for r in in_flight if r[3] not in seen_by_app]
@@ -329,6 +326,24 @@ async def graceful_stop(store: Path, mix: Mix, concurrency: int = 32, load_s: fl
         "grace_s": GRACEFUL_SHUTDOWN_S,
         "traceback_in_log": "Traceback" in server.output(),
     }
+
+
+def logged_request_ids(log: str) -> set[str]:
+    """The X-Request-IDs in a server's access log: its JSON lines whose message (or the line itself) is the
+    access record, a JSON object with "request_id"."""
+    ids = set()
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+            message = record.get("message")
+            access = json.loads(message) if isinstance(message, str) and message.startswith("{") else record
+        except ValueError:
+            continue
+        if isinstance(access, dict) and "request_id" in access:
+            ids.add(access["request_id"])
+    return ids
 
 
 # ---- hostile input (bench/harness's catalogues, as tests/reliability runs them) ------------

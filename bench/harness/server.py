@@ -36,9 +36,8 @@ def fashion_model_into(store: Path) -> tuple[str, str]:
     if (SHIPPED_MODEL / "model.json").is_file():
         shutil.copytree(SHIPPED_MODEL, target)
         return "fashion-mnist-bnn", "shipped model_store/fashion-mnist-bnn"
-    sys.path.insert(0, str(REPO))
     from service.export import export_model
-    from training.train_fashion_mnist import FashionNet
+    from training.train_fashion_mnist import FashionNet  # the repository root is on sys.path: bench is importable
 
     torch.manual_seed(0)
     export_model(FashionNet(binary=True), target, "fashion-mnist-bnn", "random", FASHION_INPUT, FASHION_LABELS)
