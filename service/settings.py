@@ -48,6 +48,15 @@ class Settings(BaseSettings):
         description="Start even when the model store is missing or holds no model folder (not ready until "
         "one is added); by default that stops start-up.",
     )
+    model_control: Literal["explicit", "poll", "none"] = Field(
+        "explicit",
+        description="How the served models may change without a restart: explicit (the repository API's load and "
+        "unload), poll (that, and the store scanned every repository_poll_s for folders added, changed or "
+        "removed), none (only what start-up loaded).",
+    )
+    repository_poll_s: float = Field(
+        5.0, gt=0, description="Seconds between two scans of the model store (model_control=poll)."
+    )
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
     kernel_threads: int | None = Field(
         None,
@@ -137,7 +146,7 @@ class Settings(BaseSettings):
             return f"model store {root} holds no model folder"
         return None
 
-    @field_validator("kernel_isa", "omp_wait_policy", "log_level", "log_format", mode="before")
+    @field_validator("kernel_isa", "omp_wait_policy", "log_level", "log_format", "model_control", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         """Named choices are case-insensitive (BNN_LOG_LEVEL=DEBUG means debug)."""

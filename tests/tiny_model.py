@@ -30,7 +30,7 @@ class TinyNet(nn.Module):
         return self.head(self.flatten(self.pool(self.features(x))))
 
 
-def export_tiny(folder: Path, name: str = "tiny") -> Path:
-    """A freshly seeded TinyNet exported to ``folder`` as model ``name``."""
-    torch.manual_seed(0)
-    return export_model(TinyNet(), folder, name, "1", TINY_INPUT, TINY_LABELS)
+def export_tiny(folder: Path, name: str = "tiny", version: str = "1", seed: int = 0) -> Path:
+    """A freshly seeded TinyNet exported to ``folder`` as model ``name`` (another seed: other weights)."""
+    torch.manual_seed(seed)
+    return export_model(TinyNet(), folder, name, version, TINY_INPUT, TINY_LABELS)

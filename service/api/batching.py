@@ -28,6 +28,7 @@ import torch
 from service import kernel
 from service.api.errors import RequestTimeout, ServiceError, ServiceOverloaded
 from service.api.metrics import ServiceMetrics
+from service.model.manifest import InputSpec
 
 logger = logging.getLogger("bnn.api")
 
@@ -35,6 +36,7 @@ logger = logging.getLogger("bnn.api")
 class Predictor(Protocol):
     name: str
     version: str
+    input: InputSpec
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor: ...
 
@@ -86,6 +88,7 @@ class Batcher:
         self._pending: collections.deque[_Chunk] = collections.deque()
         self._queued_rows = 0
         self._arriving = 0  # announced requests that have not queued their rows yet
+        self._waiting = 0  # requests whose rows are queued or computing
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bnn-{model.name}")
         self._worker: asyncio.Task | None = None
@@ -96,6 +99,40 @@ class Batcher:
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.model.name}")
+
+    async def warm_up(self, batches: int) -> None:
+        """Run ``batches`` zero batches through the model on the batcher's own thread, alternating one
+        image and a full batch, before it serves: the first requests then find torch's kernels
+        chosen, this thread's pools started and the buffers of both extremes of batch size mapped."""
+        spec = self.model.input
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        for i in range(batches):
+            size = 1 if i % 2 == 0 else self.max_batch_size
+            zeros = torch.zeros(size, spec.channels, spec.height, spec.width)
+            await loop.run_in_executor(self._executor, self._compute, zeros, kernel.CancelToken())
+        if batches:
+            logger.info(
+                "model %r version %s warmed up: %d batches in %.0f ms",
+                self.model.name,
+                self.model.version,
+                batches,
+                (time.perf_counter() - start) * 1e3,
+            )
+
+    @property
+    def idle(self) -> bool:
+        """No request is on its way to this batcher, queued in it or waiting for its results."""
+        return self._arriving == 0 and self._waiting == 0
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop, once every request already handed to this batcher has its answer (or ``timeout_s``
+        passed): a model being replaced or unloaded finishes its in-flight work first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.idle and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -156,6 +193,7 @@ class Batcher:
         if token is not None and token.batcher is self:
             token.settle()
         futures = [c.future for c in chunks]
+        self._waiting += 1
         try:
             async with asyncio.timeout(timeout_s):
                 parts = await asyncio.gather(*futures)
@@ -164,6 +202,8 @@ class Batcher:
                 f.cancel()  # the worker skips cancelled chunks still queued
             self.metrics.inference_failures.labels(self.model.name, "timeout").inc(n)
             raise RequestTimeout(f"inference on {self.model.name!r} did not finish within {timeout_s:g} s") from None
+        finally:
+            self._waiting -= 1
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # ---- the worker ------------------------------------------------------------------------

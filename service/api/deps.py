@@ -25,8 +25,10 @@ class ServiceState:
     budget: MemoryBudget
     models: dict[str, Any] = field(default_factory=dict)  # name -> LoadedModel (ready ones)
     errors: dict[str, str] = field(default_factory=dict)  # name -> why it is not ready
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)  # name -> its latest version's batcher
+    served: dict[str, dict[str, tuple[Any, Batcher]]] = field(default_factory=dict)  # name -> version -> both
     ready: bool = False
+    started: bool = False  # the start-up load has finished (before: every lookup is "still loading")
 
     @property
     def default_model(self) -> str | None:
@@ -37,19 +39,22 @@ class ServiceState:
 
     def resolve(self, name: str | None, version: str | None = None) -> tuple[Any, Batcher]:
         """The loaded model and its batcher; 404 for unknown names, 503 for broken or loading ones.
-        ``version`` (a manifest's ``version`` string), when given, must be the model's: 404 otherwise."""
+        ``version`` (a manifest's ``version`` string) picks one of the served versions (404 for another);
+        without it, the latest."""
         if name is None:
             name = self.default_model
             if name is None:
                 raise ModelNotFound(f"no model named and no default model; choose one of {sorted(self.models)}")
         if name in self.models and name in self.batchers:
-            model = self.models[name]
-            if version is not None and version != str(model.version):
-                raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {[str(model.version)]}")
-            return model, self.batchers[name]
+            if version is None:
+                return self.models[name], self.batchers[name]
+            versions = self.served.get(name, {})
+            if version not in versions:
+                raise ModelNotFound(f"model {name!r} has no version {version!r}; available: {list(versions)}")
+            return versions[version]
         if name in self.errors:
             raise ModelNotReady(f"model {name!r} is not ready: {self.errors[name]}")
-        if not self.ready:
+        if not self.started:
             raise ModelNotReady("models are still loading")
         raise ModelNotFound(f"model {name!r} not found; available: {sorted(self.models)}")
 

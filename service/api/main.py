@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 import service
 from service import kernel
-from service.api.batching import Batcher
 from service.api.budget import MemoryBudget
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
@@ -24,7 +21,9 @@ from service.api.images import configure_pillow
 from service.api.logs import configure_logging
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
+from service.api.repository import Repository
 from service.api.routes import conv, health, metrics, models, predict, v2
+from service.api.routes import repository as repository_routes
 from service.api.schemas import ConvRequest, V2InferRequest
 from service.settings import Settings, configure
 from service.tuning import freeze_startup_objects, keep_freed_memory
@@ -57,20 +56,6 @@ def load_store(settings: Settings) -> StoreLike:
     return ModelStore.load(settings.model_store)
 
 
-def warm_up(name: str, model: Any, batches: int, max_batch_size: int) -> None:
-    """Run ``batches`` zero batches through ``model``, alternating one image and a full batch: the
-    first requests then find torch's kernels chosen, the thread pools started and the buffers of
-    both extremes of batch size mapped."""
-    if batches < 1:
-        return
-    spec = model.input
-    start = time.perf_counter()
-    for i in range(batches):
-        size = 1 if i % 2 == 0 else max_batch_size
-        model.predict(torch.zeros(size, spec.channels, spec.height, spec.width))
-    logger.info("model %r warmed up: %d batches in %.0f ms", name, batches, (time.perf_counter() - start) * 1e3)
-
-
 def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
     """Put the models of request bodies that a route parses itself (declared with ``openapi_extra``,
     like /v2 infer's JSON-plus-binary body) into the OpenAPI components."""
@@ -98,6 +83,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         settings.memory_budget_bytes, settings.memory_wait_s, on_change=service_metrics.memory_reserved.set
     )
     state = ServiceState(settings=settings, metrics=service_metrics, budget=budget)
+    repository = Repository(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,27 +91,10 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         configure_pillow(settings.max_image_pixels)
         keep_freed_memory()  # batch-sized activations are reused, not page-faulted in again per call
         loaded = store if store is not None else await asyncio.to_thread(load_store, settings)
-        state.models, state.errors = dict(loaded.models), dict(loaded.errors)
-        for name, reason in state.errors.items():
-            logger.warning("model %r is not ready: %s", name, reason)
-            state.metrics.model_ready.labels(name).set(0)
-        for name, model in state.models.items():  # before any model is reported ready
-            await asyncio.to_thread(warm_up, name, model, settings.warmup_batches, settings.max_batch_size)
-        limits: dict[str, Any] = dict(
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay_ms=settings.max_queue_delay_ms,
-            max_queue_size=settings.max_queue_size,
-        )
-        for name, model in state.models.items():
-            batcher = Batcher(model, state.metrics, **limits)
-            batcher.start()
-            state.batchers[name] = batcher
-            state.metrics.model_ready.labels(name).set(1)
+        versions = getattr(loaded, "versions", None) or {name: {str(m.version): m} for name, m in loaded.models.items()}
+        await repository.start(versions, dict(loaded.errors))
         freeze_startup_objects()  # the collector no longer walks torch and the models on every full pass
         # Ready means something is served: at least one model, and the default one if it is named.
-        state.ready = bool(state.batchers) and (
-            settings.default_model is None or settings.default_model in state.batchers
-        )
         if not state.ready:
             logger.error("not ready: no model to serve (default %r; errors: %s)", settings.default_model, state.errors)
         logger.info(
@@ -138,8 +107,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             yield
         finally:
             state.ready = False
-            for batcher in state.batchers.values():
-                await batcher.stop()
+            await repository.close()
 
     configure_logging(settings.log_level, settings.log_format)
     # Swagger UI and ReDoc from fastapi-offline's copies of their assets, served by the app itself:
@@ -153,6 +121,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.repository = repository
     _document_request_models(app, V2InferRequest, ConvRequest)
     install_error_handlers(app)
     for router in (
@@ -161,6 +130,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         models.router,
         v2.health_router,
         v2.router,
+        repository_routes.router,
         health.router,
         metrics.router,
     ):

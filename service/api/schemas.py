@@ -346,3 +346,12 @@ class V2ModelStatsResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_stats: list[V2ModelStat]
+
+
+class RepositoryIndexEntry(BaseModel):
+    """One line of ``POST /v2/repository/index`` (Triton's model repository extension)."""
+
+    name: str
+    version: str = Field(description="A served version; empty for a model folder that is not served.")
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = Field("", description="Why it is not served (the load error, or 'unloaded').")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,13 +242,53 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
     return model
 
 
+def version_folders(folder: Path) -> list[Path]:
+    """The folders that each hold one version of the model in ``folder``: the folder itself when it
+    has a model.json, else its subfolders that have one (Triton's ``<name>/<version>/`` layout)."""
+    if (folder / MANIFEST_FILE).is_file():
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+
+
+def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of version strings: numeric parts as numbers (so 10 > 9 and 1.10.0 > 1.9.2)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-+_]", version))
+
+
+def load_versions(folder: Path) -> dict[str, LoadedModel]:
+    """Every version of the model in ``folder``, keyed by its manifest's ``version``, oldest first.
+    ModelLoadError for the first version that does not load, a model name that is not the folder's,
+    two folders with one version, or no model.json at all."""
+    found = version_folders(folder)
+    if not found:
+        raise ModelLoadError(folder / MANIFEST_FILE, "no model.json here or in a version subfolder")
+    versions: dict[str, LoadedModel] = {}
+    for path in found:
+        model = load_model(path)
+        if model.name != folder.name:
+            raise ModelLoadError(
+                path / MANIFEST_FILE, f"model name {model.name!r} differs from its folder name {folder.name!r}"
+            )
+        if model.version in versions:
+            raise ModelLoadError(path / MANIFEST_FILE, f"version {model.version!r} is also in another folder")
+        versions[model.version] = model
+    return dict(sorted(versions.items(), key=lambda kv: version_order(kv[0])))
+
+
+def model_folders(root: Path) -> list[Path]:
+    """The model folders of a store: its visible subfolders."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 @dataclass
 class ModelStore:
-    """Every model folder under a root: ``models`` (ready) and ``errors`` (folder name -> reason)."""
+    """Every model folder under a root: ``versions`` (name -> version -> model), ``models`` (each
+    name's latest version) and ``errors`` (folder name -> reason)."""
 
     root: Path
     models: dict[str, LoadedModel] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, dict[str, LoadedModel]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelStore:
@@ -255,18 +296,14 @@ class ModelStore:
         if not root.is_dir():
             raise ModelLoadError(root, "model store directory does not exist")
         store = cls(root)
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in model_folders(root):
             try:
-                model = load_model(folder)
-                if model.name != folder.name:
-                    raise ModelLoadError(
-                        folder / MANIFEST_FILE,
-                        f"model name {model.name!r} differs from its folder name {folder.name!r}",
-                    )
+                versions = load_versions(folder)
             except ModelLoadError as e:
                 store.errors[folder.name] = str(e)
             except Exception as e:  # noqa: BLE001 - one broken model must not stop the others
                 store.errors[folder.name] = f"{folder}: unexpected {type(e).__name__}: {e}"
             else:
-                store.models[folder.name] = model
+                store.versions[folder.name] = versions
+                store.models[folder.name] = next(reversed(versions.values()))
         return store
