@@ -40,6 +40,10 @@ async def test_index_lists_served_versions_and_broken_folders(store_dir):
         assert broken["state"] == "UNAVAILABLE" and "model.json" in broken["reason"]
         ready = (await client.post("/v2/repository/index", json={"ready": True})).json()
         assert [e["name"] for e in ready] == ["tiny"]
+        assert (await client.post("/v2/repository/index", content=b"")).status_code == 200  # tritonclient's
+        for bad in (b"[1]", b"{nope"):
+            r = await client.post("/v2/repository/index", content=bad)
+            assert r.status_code == 400 and "JSON object" in r.json()["error"]
 
 
 async def test_a_folder_added_on_disk_is_served_after_load(store_dir):

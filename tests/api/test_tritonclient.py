@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 
 from tests.api.conftest import png_bytes
 from tests.api.test_e2e import server  # noqa: F401 - the real server, as the other end-to-end tests start it
+from tests.tiny_model import export_tiny
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402 - only once tritonclient is known to be there
@@ -141,3 +144,35 @@ def test_statistics_and_triton_metrics_rise(triton):
     assert rise["nv_inference_request_duration_us"] > 0 and rise["nv_inference_compute_infer_duration_us"] > 0
     assert rise["nv_inference_queue_duration_us"] >= 0
     assert "_created" not in metrics_after
+
+
+def test_model_repository_load_and_unload(triton, model_store_dir):
+    """tritonclient's repository calls: the index, a model with two versions added on disk and
+    loaded, an unload."""
+    client, _ = triton
+    try:
+        _repository_round_trip(client, model_store_dir)
+    finally:
+        shutil.rmtree(model_store_dir / "fresh", ignore_errors=True)  # the store is the session's
+
+
+def _repository_round_trip(client, store: Path) -> None:
+    index = client.get_model_repository_index()
+    assert {"name": "tiny", "version": "1", "state": "READY", "reason": ""} in index
+    assert any(e["name"] == "broken" and e["state"] == "UNAVAILABLE" for e in index)
+
+    export_tiny(store / "fresh" / "1", name="fresh", version="1", seed=11)
+    export_tiny(store / "fresh" / "2", name="fresh", version="2", seed=12)
+    client.load_model("fresh")
+    assert client.is_model_ready("fresh") and client.get_model_metadata("fresh")["versions"] == ["1", "2"]
+    x = tritonclient_http.InferInput("input", [1, 1, 12, 12], "FP32")
+    x.set_data_from_numpy(np.full((1, 1, 12, 12), 0.25, dtype=np.float32))
+    latest = client.infer("fresh", [x]).as_numpy("logits")
+    assert np.array_equal(client.infer("fresh", [x], model_version="2").as_numpy("logits"), latest)
+    assert not np.array_equal(client.infer("fresh", [x], model_version="1").as_numpy("logits"), latest)
+
+    client.unload_model("fresh")
+    assert not client.is_model_ready("fresh")
+    with pytest.raises(InferenceServerException):
+        client.infer("fresh", [x])
+    assert client.is_model_ready("tiny")

@@ -3,12 +3,13 @@ of the store, and loading, reloading and unloading a model while the service run
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 
 from service.api.deps import ApiKeyDep
-from service.api.errors import ServiceError
+from service.api.errors import InvalidInput, ServiceError
 from service.api.repository import Repository
 from service.api.schemas import ErrorBody, RepositoryIndexEntry
 
@@ -32,27 +33,56 @@ def _repository(request: Request, changes: bool = False) -> Repository:
     return repository
 
 
-@router.post("/index", response_model=list[RepositoryIndexEntry], summary="Every model in the store and its state")
-async def index(request: Request, body: Annotated[dict[str, Any] | None, Body()] = None) -> list[dict[str, str]]:
+async def _options(request: Request) -> dict[str, Any]:
+    """The request's JSON object; an empty body (what tritonclient sends) is ``{}``."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the body must be a JSON object, or empty") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object, or empty")
+    return body
+
+
+_BODY: dict[str, Any] = {
+    "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+}
+
+
+@router.post(
+    "/index",
+    response_model=list[RepositoryIndexEntry],
+    summary="Every model in the store and its state",
+    openapi_extra=_BODY,
+)
+async def index(request: Request) -> list[dict[str, str]]:
     """Each served version as READY; a model folder that is not served as UNAVAILABLE, with the
-    reason. ``{"ready": true}`` lists only the served ones."""
+    reason. A body ``{"ready": true}`` lists only the served ones."""
+    body = await _options(request)
     entries = _repository(request).index()
-    if body and body.get("ready") is True:
+    if body.get("ready") is True:
         entries = [e for e in entries if e["state"] == "READY"]
     return entries
 
 
-@router.post("/models/{name}/load", responses=_ERRORS, summary="Load or reload a model from its folder")
-async def load(name: str, request: Request, body: Annotated[dict[str, Any] | None, Body()] = None) -> dict:
+@router.post(
+    "/models/{name}/load", responses=_ERRORS, summary="Load or reload a model from its folder", openapi_extra=_BODY
+)
+async def load(name: str, request: Request) -> dict:
     """Reads ``<model store>/<name>`` again and serves every version in it (each warmed up first);
     the versions it replaces finish their requests in flight. If the folder does not load, what was
     served stays served and the answer is 400 with the reason."""
+    await _options(request)  # Triton's parameters (a config override, files) have no meaning here
     await _repository(request, changes=True).load(name)
     return {}
 
 
-@router.post("/models/{name}/unload", responses=_ERRORS, summary="Stop serving a model")
-async def unload(name: str, request: Request, body: Annotated[dict[str, Any] | None, Body()] = None) -> dict:
+@router.post("/models/{name}/unload", responses=_ERRORS, summary="Stop serving a model", openapi_extra=_BODY)
+async def unload(name: str, request: Request) -> dict:
     """Its requests in flight still get their answers; new ones get 404."""
+    await _options(request)  # e.g. {"parameters": {"unload_dependents": false}}: no dependents here
     await _repository(request, changes=True).unload(name)
     return {}

@@ -97,10 +97,10 @@ def _known(state, name: str) -> None:
     "/models/stats",
     response_model=V2ModelStatsResponse,
     responses=_ERRORS,
-    summary="Inference statistics of every ready model",
+    summary="Inference statistics of every served model version",
 )
 async def all_model_stats(state: StateDep) -> V2ModelStatsResponse:
-    return _stats([batcher.stats for _, batcher in sorted(state.batchers.items())])
+    return _stats([batcher.stats for _, versions in sorted(state.served.items()) for _, batcher in versions.values()])
 
 
 def _input_shape(model) -> list[int]:
@@ -141,7 +141,7 @@ def _metadata(state, name: str, version: str | None) -> V2ModelMetadata:
     model, _ = state.resolve(name, version)
     return V2ModelMetadata(
         name=model.name,
-        versions=[str(model.version)],
+        versions=list(state.served.get(model.name, {})) or [str(model.version)],  # every served version
         platform=PLATFORM,
         inputs=[V2TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=_input_shape(model))],
         outputs=[V2TensorMetadata(name=o, datatype="FP32", shape=[-1, model.num_classes]) for o in OUTPUTS],
