@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from PIL import Image
 from pydantic import BaseModel
 
 import service
@@ -17,6 +20,7 @@ from service import kernel
 from service.api.budget import MemoryBudget
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
+from service.api.guard import run_codec
 from service.api.images import configure_pillow
 from service.api.logs import configure_logging
 from service.api.metrics import ServiceMetrics
@@ -24,6 +28,7 @@ from service.api.middleware import AdmissionMiddleware, BodyMiddleware, Observab
 from service.api.repository import Repository
 from service.api.routes import conv, health, metrics, models, predict, v2
 from service.api.routes import repository as repository_routes
+from service.api.routes.predict import top_predictions
 from service.api.schemas import ConvRequest, V2InferRequest
 from service.settings import Settings, configure
 from service.tuning import freeze_startup_objects, keep_freed_memory
@@ -54,6 +59,15 @@ def load_store(settings: Settings) -> StoreLike:
         logger.warning("%s; starting without models (allow_empty_store)", problem)
         return ModelStore(settings.model_store)
     return ModelStore.load(settings.model_store)
+
+
+def _warm_request_path() -> None:
+    """What a request's first pass would pay for once: decoding a PNG and ranking classes (torch's
+    float64 softmax and sort, first used here)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="PNG")
+    Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").load()
+    top_predictions(torch.zeros(1, 4), ["a", "b", "c", "d"], 2)
 
 
 def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
@@ -89,6 +103,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure(settings)  # kernel path and threads, torch's threads
         configure_pillow(settings.max_image_pixels)
+        await run_codec(_warm_request_path)  # starts the codec thread, with the first calls' costs paid
         keep_freed_memory()  # batch-sized activations are reused, not page-faulted in again per call
         loaded = store if store is not None else await asyncio.to_thread(load_store, settings)
         versions = getattr(loaded, "versions", None) or {name: {str(m.version): m} for name, m in loaded.models.items()}
