@@ -40,13 +40,18 @@ def channels_last(y: torch.Tensor) -> torch.Tensor:
 # ---- conv2d ------------------------------------------------------------------------------
 
 
-class Conv2dAttrs(Attrs):
+class _ConvAttrs(Attrs):
+    """What every 2-D convolution declares: channels, kernel and how it slides."""
+
     in_channels: Count
     out_channels: Count
     kernel_size: PositivePair
     stride: PositivePair = (1, 1)
     padding: NonNegativePair = (0, 0)
     dilation: PositivePair = (1, 1)
+
+
+class Conv2dAttrs(_ConvAttrs):
     groups: Count = 1
 
     @model_validator(mode="after")
@@ -102,13 +107,7 @@ register(
 # ---- binary_conv2d -----------------------------------------------------------------------
 
 
-class BinaryConv2dAttrs(Attrs):
-    in_channels: Count
-    out_channels: Count
-    kernel_size: PositivePair
-    stride: PositivePair = (1, 1)
-    padding: NonNegativePair = (0, 0)
-    dilation: PositivePair = (1, 1)
+class BinaryConv2dAttrs(_ConvAttrs):
     pad_value: PadValue = 0
 
     def geometry(self) -> ConvGeometry:
