@@ -100,12 +100,7 @@ class Repository:
     def index(self) -> list[dict[str, str]]:
         """Every model folder in the store and every served version: READY, or UNAVAILABLE with the reason."""
         entries = []
-        on_disk = (
-            {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if (self.root.is_dir())
-            else set()
-        )
-        for name in sorted(on_disk | set(self._served) | set(self.state.errors)):
+        for name in sorted(self._on_disk() | set(self._served) | set(self.state.errors)):
             served = self._served.get(name, {})
             for version in served:
                 entries.append({"name": name, "version": version, "state": "READY", "reason": ""})
@@ -152,6 +147,11 @@ class Repository:
             logger.info("model %r unloaded", name)
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _on_disk(self) -> set[str]:
+        from service.model.store import model_folders
+
+        return {p.name for p in model_folders(self.root)} if self.root.is_dir() else set()
 
     def _fail(self, name: str, reason: str) -> None:
         logger.error("model %r did not load: %s", name, reason)
@@ -209,12 +209,9 @@ class Repository:
                 logger.exception("model store scan failed")
 
     async def _poll_once(self) -> None:
-        root = self.root
-        on_disk = (
-            {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
-        )
+        on_disk = self._on_disk()
         for name in sorted(on_disk):
-            fp = await asyncio.to_thread(fingerprint, root / name)
+            fp = await asyncio.to_thread(fingerprint, self.root / name)
             if fp != self._fingerprints.get(name):
                 self._fingerprints[name] = fp  # a folder that fails is retried when it changes again
                 with contextlib.suppress(InvalidInput, ModelNotFound):
