@@ -23,6 +23,8 @@ from typing import Any
 from service.api.batching import Batcher
 from service.api.deps import ServiceState
 from service.api.errors import InvalidInput, ModelNotFound
+from service.model import ModelLoadError
+from service.model.store import load_versions, model_folders
 
 logger = logging.getLogger("bnn.api")
 
@@ -113,9 +115,6 @@ class Repository:
     async def load(self, name: str) -> None:
         """(Re)load ``name`` from its folder: every version in it is served at once, the versions it
         replaces drain. A folder that does not load leaves what was served as it was (and says why)."""
-        from service.model import ModelLoadError
-        from service.model.store import load_versions
-
         folder = self.root / name
         if name.startswith(".") or "/" in name or not folder.is_dir():
             raise ModelNotFound(f"no model folder {name!r} in the model store {self.root}")
@@ -149,8 +148,6 @@ class Repository:
     # ---- internals ---------------------------------------------------------------------------
 
     def _on_disk(self) -> set[str]:
-        from service.model.store import model_folders
-
         return {p.name for p in model_folders(self.root)} if self.root.is_dir() else set()
 
     def _fail(self, name: str, reason: str) -> None:
