@@ -80,7 +80,8 @@ RUN pip --python /opt/venv/bin/python install --no-deps --no-compile /tmp/wheels
 WORKDIR /app
 COPY --chown=root:root model_store/ /app/model_store/
 USER 10001:10001
-EXPOSE 8000
+# 8000: HTTP; 8001: the Open Inference Protocol over gRPC (BNN_GRPC_PORT)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4).status == 200 else 1)"]
 STOPSIGNAL SIGTERM

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0: every interface).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    grpc_port: int | None = Field(
+        8001, ge=0, le=65535, description="TCP port of the gRPC Open Inference Protocol (0 or unset: no gRPC)."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Least severe log level written."
     )

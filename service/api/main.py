@@ -20,6 +20,7 @@ from service import kernel
 from service.api.budget import MemoryBudget
 from service.api.deps import ServiceState
 from service.api.errors import install_error_handlers
+from service.api.grpc import SHUTDOWN_GRACE_S, start_grpc_server
 from service.api.guard import run_codec
 from service.api.images import configure_pillow
 from service.api.logs import configure_logging
@@ -118,10 +119,14 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             kernel.get_num_threads(),
             kernel.active_isa(),
         )
+        grpc_server = None
         try:
+            grpc_server = await start_grpc_server(state)  # after the repository: its first RPC finds the models
             yield
         finally:
             state.ready = False
+            if grpc_server is not None:
+                await grpc_server.stop(SHUTDOWN_GRACE_S)
             await repository.close()
 
     configure_logging(settings.log_level, settings.log_format)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def model_store_dir(tmp_path_factory) -> Path:
     return root
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def grpc_port() -> int:
+    """The real server's gRPC port (test_e2e's ``server``; a test asks for both to speak gRPC to it)."""
+    return free_port()
+
+
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    """More BNN_* settings for the real server; a test overrides it with ``pytest.mark.parametrize``."""
+    return {}
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -43,7 +62,10 @@ def store(tiny_model, request) -> FakeStore:
 
 
 def settings(**overrides) -> Settings:
-    base = dict(default_model="tiny", max_queue_delay_ms=5, kernel_threads=1, log_level="warning", warmup_batches=0)
+    base = dict(
+        default_model="tiny", max_queue_delay_ms=5, kernel_threads=1, log_level="warning", warmup_batches=0,
+        grpc_port=None,  # in-process apps listen on no port
+    )
     base.update(overrides)
     return Settings(**base)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,23 +10,17 @@ import time
 import httpx
 import pytest
 
-from tests.api.conftest import png_bytes
+from tests.api.conftest import free_port, png_bytes
 from tests.tiny_model import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(model_store_dir):
+def server(model_store_dir, grpc_port, server_env):
     port = free_port()
     env = {**os.environ, "BNN_MODEL_STORE": str(model_store_dir), "BNN_DEFAULT_MODEL": "tiny",
-           "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "info"}
+           "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "info", "BNN_GRPC_PORT": str(grpc_port), **server_env}
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -56,6 +56,7 @@ def test_runtime_stage():
     user = re.findall(r"^USER\s+(\S+)", rt, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^EXPOSE\s+8000\b", rt, re.M)
+    assert re.search(r"^EXPOSE\s.*\b8001\b", rt, re.M), "the gRPC port"
     assert re.search(r"^HEALTHCHECK .*?/v2/health/ready", rt, re.M)
     assert re.search(r"^COPY .*model_store/? ", rt, re.M)
     cmd = re.findall(r"^CMD\s+(.*)$", rt, re.M)[-1]
@@ -78,6 +79,7 @@ def test_compose_file():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     svc = compose["services"]["bnn"]
     assert any(str(p).endswith(":8000") for p in svc["ports"])
+    assert any(str(p).endswith(":8001") for p in svc["ports"]), "the gRPC port"
     assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
     assert any(v.endswith(":/app/model_store:ro") for v in svc["volumes"])
     assert svc["environment"]["BNN_MODEL_STORE"] == "/app/model_store"
