@@ -3,6 +3,7 @@ compiled protocol kept in step with its .proto."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -10,6 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
+from service.api.budget import MemoryBudget
+from service.api.deps import ServiceState
+from service.api.grpc import start_grpc_server
+from service.api.metrics import ServiceMetrics
+from tests.api.conftest import settings
 from tests.api.test_e2e import server  # noqa: F401 - the real server (its gRPC port: conftest's grpc_port)
 from tests.tiny_model import REPO
 
@@ -53,6 +59,18 @@ def test_protocol_fields_match_tritonclient():
     for method in ours.services_by_name["GRPCInferenceService"].methods:
         other = their_service.methods_by_name[method.name]
         assert (method.input_type.name, method.output_type.name) == (other.input_type.name, other.output_type.name)
+
+
+@pytest.mark.anyio
+async def test_a_configured_port_in_use_stops_start_up():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = settings(grpc_port=taken.getsockname()[1])
+        state = ServiceState(settings=config, metrics=ServiceMetrics(), budget=MemoryBudget(1 << 20, 0.1))
+        with pytest.raises(RuntimeError, match="BNN_GRPC_PORT=0 turns gRPC off"):
+            await start_grpc_server(state)
+    assert await start_grpc_server(ServiceState(settings=settings(), metrics=ServiceMetrics(), budget=state.budget)) is None
 
 
 @pytest.fixture

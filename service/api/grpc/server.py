@@ -234,8 +234,9 @@ def _handler(state: ServiceState, method: str, rpc: Rpc, api_key: bytes | None) 
 
 
 async def start_grpc_server(state: ServiceState) -> Any:
-    """The started gRPC server on ``settings.grpc_port`` (None when that is unset or 0); a port it
-    cannot listen on stops start-up, as the HTTP port does."""
+    """The started gRPC server on ``settings.grpc_port`` (None when that is unset or 0). A port set
+    explicitly that it cannot listen on stops start-up, as the HTTP port does; the default one is
+    skipped with an error logged."""
     settings = state.settings
     if not settings.grpc_port:
         return None
@@ -261,7 +262,12 @@ async def start_grpc_server(state: ServiceState) -> Any:
     try:
         server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise RuntimeError(f"cannot listen for gRPC on {address} ({exc}); BNN_GRPC_PORT=0 turns gRPC off") from None
+        problem = f"cannot listen for gRPC on {address} ({exc})"
+        if "grpc_port" in settings.model_fields_set:
+            raise RuntimeError(f"{problem}; BNN_GRPC_PORT=0 turns gRPC off") from None
+        # Only the default port: a second server on one machine (tests, benchmarks) still starts, without gRPC.
+        logger.error("%s; serving without gRPC (set BNN_GRPC_PORT: another port, or 0 for none)", problem)
+        return None
     await server.start()
     logger.info("serving gRPC (%s) on %s", pb.SERVICE, address)
     return server
