@@ -8,7 +8,10 @@ its compute is not in the figure (thread time is per thread), nor is the decodin
 image (``bench/bench_fashion.py``): when the loop's share is larger, the HTTP work sets the
 throughput.
 
-    .venv/bin/python bench/asgi_cost.py [--requests 1280] [--images 1 16]
+    .venv/bin/python bench/asgi_cost.py [--requests 1280] [--images 1 16] [--no-raw]
+
+``--no-raw`` leaves out the one-image raw-body request (``Content-Type: image/png``), for a run
+against code that predates it (issue 15).
 """
 
 from __future__ import annotations
@@ -30,15 +33,27 @@ BOUNDARY = b"bnnbenchboundary"
 
 
 def multipart(images: int) -> bytes:
-    part = (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-            b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n")
+    part = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + sample_png() + b"\r\n"
+    )
     return part * images + b"--" + BOUNDARY + b"--\r\n"
 
 
 def scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
-    return {"type": "http", "http_version": "1.1", "method": method, "path": path, "raw_path": path.encode(),
-            "root_path": "", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-            "headers": [(b"host", b"bench"), *headers], "query_string": query}
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [(b"host", b"bench"), *headers],
+        "query_string": query,
+    }
 
 
 async def loop_cpu_ms(app, method: str, path: str, body: bytes, headers, query: bytes, requests: int) -> float:
@@ -78,22 +93,37 @@ async def main(args: argparse.Namespace) -> None:
         gc.unfreeze()
         start = time.perf_counter()
         gc.collect()
-        print(f"start-up objects frozen out of the collector: {frozen}; a full collection over them: "
-              f"{(time.perf_counter() - start) * 1000:.1f} ms")
+        print(
+            f"start-up objects frozen out of the collector: {frozen}; a full collection over them: "
+            f"{(time.perf_counter() - start) * 1000:.1f} ms"
+        )
         gc.freeze()
         trivial = await loop_cpu_ms(app, "GET", "/v2/health/live", b"", [], b"", args.requests)
         print(f"GET /v2/health/live: {trivial:.3f} ms of event-loop CPU per request (routing, middleware, JSON)")
         for n in args.images:
             body = multipart(n)
-            headers = [(b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
-                       (b"content-length", str(len(body)).encode())]
+            headers = [
+                (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
+                (b"content-length", str(len(body)).encode()),
+            ]
             ms = await loop_cpu_ms(app, "POST", "/predict", body, headers, b"top_k=1", args.requests)
-            print(f"POST /predict, {n} 28x28 PNG per request: {ms:.3f} ms of event-loop CPU per request "
-                  f"({ms / n:.3f} per image)")
+            print(
+                f"POST /predict, {n} 28x28 PNG per request: {ms:.3f} ms of event-loop CPU per request "
+                f"({ms / n:.3f} per image)"
+            )
+        if args.raw:
+            body = sample_png()
+            headers = [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]
+            ms = await loop_cpu_ms(app, "POST", "/predict", body, headers, b"top_k=1", args.requests)
+            print(
+                f"POST /predict, one 28x28 PNG as the raw body (Content-Type: image/png): {ms:.3f} ms of "
+                "event-loop CPU per request"
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1280)
     parser.add_argument("--images", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--no-raw", dest="raw", action="store_false", help="no raw-body request (older code)")
     asyncio.run(main(parser.parse_args()))

@@ -13,11 +13,13 @@ from starlette.requests import Request
 
 from service import kernel
 from service.api.budget import MemoryBudget
-from service.api.errors import InvalidInput, PayloadTooLarge
+from service.api.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.api.guard import run_cancellable
 from service.settings import Settings
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+# The same formats as a request body's Content-Type (one image as the raw body of /predict).
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 # Uploads with at most this many pixels in all are decoded on the event loop (tens of
 # microseconds for a thumbnail, less than a hand-off to a worker thread); larger ones in a thread.
 INLINE_DECODE_PIXELS = 128 * 128
@@ -27,6 +29,12 @@ INLINE_DECODE_PIXELS = 128 * 128
 DECODE_BYTES_PER_PIXEL = 16
 # Modes the model's preprocessing takes as they are; anything else is brought to L or RGB first.
 _DIRECT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX")
+
+
+class UnsupportedMediaType(ServiceError):
+    """An image body in a format the service does not decode (e.g. ``Content-Type: image/gif``)."""
+
+    status_code = 415
 
 
 def configure_pillow(max_image_pixels: int) -> None:
