@@ -85,7 +85,8 @@ def start_server(model_store: Path, log_dir: Path | None = None, ready_timeout: 
     """Start the service on a free loopback port with BNN_<NAME>=value for each setting; wait until ready.
     ``launcher`` replaces ``python -m service`` (it gets ``--host``/``--port`` appended), e.g. to serve another build."""
     port = free_port()
-    env = {**os.environ, "BNN_MODEL_STORE": str(model_store), "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "warning"}
+    env = {**os.environ, "BNN_MODEL_STORE": str(model_store), "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "warning",
+           "BNN_GRPC_PORT": "0"}  # several servers at once: gRPC stays off unless a check sets its port
     env.update({f"BNN_{k.upper()}": str(v) for k, v in settings.items()})
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="bnn-server-"))
     log = log_dir / f"server-{port}.log"

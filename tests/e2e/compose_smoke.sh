@@ -88,7 +88,7 @@ fi
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$BNN_IMAGE"
 
 # ---- one replica ----------------------------------------------------------------------------------
-export BNN_PORT=$(free_port) BNN_LB_PORT=$(free_port)
+export BNN_PORT=$(free_port) BNN_LB_PORT=$(free_port) BNN_GRPC_PORT=$(free_port)
 URL=http://127.0.0.1:$BNN_PORT
 log "docker compose up -d (port $BNN_PORT)"
 compose up -d --no-build bnn
