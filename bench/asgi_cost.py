@@ -8,7 +8,7 @@ its compute is not in the figure (thread time is per thread), nor is the decodin
 image (``bench/bench_fashion.py``): when the loop's share is larger, the HTTP work sets the
 throughput.
 
-    .venv/bin/python bench/asgi_cost.py [--requests 1280] [--images 1 16] [--no-raw]
+    .venv/bin/python bench/asgi_cost.py [--requests 1280] [--images 1 16] [--repeat 1] [--no-raw]
 
 ``--no-raw`` leaves out the one-image raw-body request (``Content-Type: image/png``), for a run
 against code that predates it (issue 15).
@@ -80,10 +80,16 @@ async def loop_cpu_ms(app, method: str, path: str, body: bytes, headers, query: 
     for _ in range(3):  # warm-up
         await asyncio.gather(*(one() for _ in range(in_flight)))
     rounds = max(1, requests // in_flight)
-    start = time.thread_time()
-    for _ in range(rounds):
-        await asyncio.gather(*(one() for _ in range(in_flight)))
-    return (time.thread_time() - start) / (rounds * in_flight) * 1000
+    best = float("inf")
+    for _ in range(REPEAT):  # the least of several passes: other work on a shared VM only ever adds
+        start = time.thread_time()
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(in_flight)))
+        best = min(best, (time.thread_time() - start) / (rounds * in_flight) * 1000)
+    return best
+
+
+REPEAT = 1  # --repeat
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -125,5 +131,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1280)
     parser.add_argument("--images", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--repeat", type=int, default=1, help="passes per figure; the least is reported")
     parser.add_argument("--no-raw", dest="raw", action="store_false", help="no raw-body request (older code)")
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    REPEAT = max(1, arguments.repeat)
+    asyncio.run(main(arguments))

@@ -69,8 +69,12 @@ class BodyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
+        length = chunked = None
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = value
         if length is not None:
             try:
                 declared = int(length)
@@ -83,7 +87,7 @@ class BodyMiddleware:
             if declared == 0:
                 await self.app(scope, receive, send)
                 return
-        elif b"transfer-encoding" not in headers:
+        elif chunked is None:
             await self.app(scope, receive, send)  # no body
             return
 
@@ -249,7 +253,7 @@ class ObservabilityMiddleware:
         client_left = False  # before the response was sent: counted as 499, whatever the app did then
         sent_bytes = 0
         error_body = bytearray()
-        request_id = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        request_id = _header(scope, b"x-request-id").decode("latin-1") or uuid.uuid4().hex
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, sent_bytes
@@ -277,10 +281,11 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - start
             route = self._route(scope, path, root_path)
             method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            if status >= 400:
-                self.metrics.request_failures.labels(route, method, str(status)).inc()
-            self.metrics.request_latency.labels(route, method).observe(elapsed)
+            requests, failures, latency = self.metrics.http_series(route, method, status)
+            requests.inc()
+            if failures is not None:
+                failures.inc()
+            latency.observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 fields = {
@@ -297,6 +302,16 @@ class ObservabilityMiddleware:
                     "client": f"{client[0]}:{client[1]}" if client else None,
                 }
                 access_log.info("%s %s %d", method, path, status, extra={"fields": fields})
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    """A (lower-case) header's last value, as ``dict(headers)`` gave it, b"" when absent, with no
+    dict built per request."""
+    found = b""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            found = value
+    return found
 
 
 def _template(routes: list, scope: Scope) -> str | None:
