@@ -92,6 +92,12 @@ async def test_missing_file_field_is_422(client):
     assert r.status_code == 422
 
 
+async def test_file_field_as_text_is_422(client):
+    """The route reads its multipart form itself (issue 15): a text `file` field is refused as FastAPI did."""
+    r = await client.post("/predict", data={"file": "not a file"}, files=[("other", ("a.png", png_bytes()))])
+    assert r.status_code == 422 and "file.0" in r.json()["error"]
+
+
 async def test_bad_top_k_is_422(client):
     r = await client.post("/predict", files=[("file", ("a.png", png_bytes()))], params={"top_k": 0})
     assert r.status_code == 422 and set(r.json()) == {"error"}
