@@ -66,6 +66,12 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
 
 
+class UnsupportedMediaType(ServiceError):
+    """An image body in a format the service does not decode (e.g. ``Content-Type: image/gif``)."""
+
+    status_code = 415
+
+
 class RequestBodyTimeout(ServiceError):
     """The whole body did not arrive in time."""
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from service import kernel
 from service.api.budget import MemoryBudget
-from service.api.errors import InvalidInput, PayloadTooLarge, ServiceError
+from service.api.errors import InvalidInput, PayloadTooLarge
 from service.api.guard import run_cancellable
 from service.settings import Settings
 
@@ -29,12 +29,6 @@ INLINE_DECODE_PIXELS = 128 * 128
 DECODE_BYTES_PER_PIXEL = 16
 # Modes the model's preprocessing takes as they are; anything else is brought to L or RGB first.
 _DIRECT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX")
-
-
-class UnsupportedMediaType(ServiceError):
-    """An image body in a format the service does not decode (e.g. ``Content-Type: image/gif``)."""
-
-    status_code = 415
 
 
 def configure_pillow(max_image_pixels: int) -> None:

@@ -14,9 +14,9 @@ from starlette.datastructures import UploadFile
 
 from service.api.cost import check_response_bytes
 from service.api.deps import ApiKeyDep, ModelQuery, service_state
-from service.api.errors import InvalidInput, InvalidParameter, PayloadTooLarge
+from service.api.errors import InvalidInput, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 from service.api.guard import run_codec, until_disconnect
-from service.api.images import IMAGE_MEDIA_TYPES, UnsupportedMediaType, decode_images, open_images
+from service.api.images import IMAGE_MEDIA_TYPES, decode_images, open_images
 from service.api.images import INLINE_DECODE_PIXELS as INLINE_DECODE_PIXELS  # where /predict's callers look
 from service.api.schemas import ErrorBody, PredictResponse
 
