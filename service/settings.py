@@ -4,6 +4,7 @@ applies the process-wide ones (kernel path and threads, torch's threads) once at
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,31 @@ def _cgroup_memory_limit() -> int | None:
         if text.isdigit() and int(text) < 1 << 60:  # v1 reports "no limit" as a huge number
             return int(text)
     return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by the container's CPU quota (cgroup v2
+    ``cpu.max``, else v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), rounded up; at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota: float | None = None
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if limit != "max":
+            quota = int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if limit_us > 0 and period_us > 0:
+                quota = limit_us / period_us
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
 
 
 def default_memory_budget() -> int:
@@ -58,10 +84,19 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds between two scans of the model store (model_control=poll)."
     )
     default_model: str | None = Field(None, description="Model used when a request names none (default: the only one).")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Server processes behind the one port, each with its own event loop, batchers and kernel "
+        "threads (default: the CPUs available to the process, cgroup quota respected). A worker that dies is "
+        "replaced; /metrics and readiness cover all of them.",
+    )
     kernel_threads: int | None = Field(
         None,
         ge=1,
-        description="Threads of the binary kernel and of torch's float ops (default: torch's own count, one per core).",
+        description="Threads of the binary kernel and of torch's float ops, per worker (default: the available "
+        "CPUs divided among the workers, at least 1).",
     )
     kernel_isa: Literal["auto", "avx512", "avx2", "portable"] = Field(
         "auto", description="Instruction-set path of the kernel (default: the best this CPU supports)."
@@ -113,8 +148,9 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         default_factory=default_memory_budget,
         ge=1 << 20,
-        description="Bytes in-flight requests may allocate together (default: half the container's memory limit, "
-        "else a quarter of the machine's, at most 2 GiB); a request waits for its share or gets 503.",
+        description="Bytes in-flight requests may allocate together, over all workers (each holds an equal "
+        "share; default: half the container's memory limit, else a quarter of the machine's, at most 2 GiB); a "
+        "request waits for its share or gets 503.",
     )
     memory_wait_s: float = Field(
         2.0, ge=0, description="Longest a request waits for its share of the memory budget (503 after)."
@@ -124,7 +160,9 @@ class Settings(BaseSettings):
     )
     body_timeout_s: float = Field(60.0, gt=0, description="Longest a client may take to send a request's body (408).")
     keepalive_timeout_s: float = Field(5.0, gt=0, description="How long an idle keep-alive connection stays open.")
-    max_connections: int = Field(512, ge=1, description="Most open client connections; more get 503 and are closed.")
+    max_connections: int = Field(
+        512, ge=1, description="Most open client connections per worker; more get 503 and are closed."
+    )
 
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0: every interface).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
@@ -138,6 +176,37 @@ class Settings(BaseSettings):
         "json", description="Every stderr line as JSON (for log collectors), or as text (for a terminal)."
     )
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Bearer token.")
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes serve: ``workers``, else one per available CPU."""
+        return self.workers if self.workers is not None else available_cpus()
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Kernel (and torch) threads of each worker: ``kernel_threads``, else the CPUs shared out."""
+        if self.kernel_threads is not None:
+            return self.kernel_threads
+        return max(1, available_cpus() // self.worker_count)
+
+    def as_environment(self) -> dict[str, str]:
+        """Every setting given explicitly (by flag, variable or argument) as its ``BNN_<NAME>`` variable,
+        such that ``Settings()`` in a process with this environment reads back the same values and the
+        same ``model_fields_set``: how ``bnn-serve`` hands its flags to its worker processes. A setting
+        given as None is left out (its default is None), except ``grpc_port`` (0: off)."""
+        env = {}
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif value is None:
+                if name != "grpc_port":
+                    continue
+                value = 0
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"BNN_{name.upper()}"] = str(value)
+        return env
 
     def model_store_problem(self) -> str | None:
         """Why the model store cannot be served (missing, or no model folder in it), or None. Like
@@ -164,6 +233,6 @@ def configure(settings: Settings) -> None:
 
     from service import kernel
 
-    kernel.configure(threads=settings.kernel_threads, isa=settings.kernel_isa)
-    if settings.kernel_threads is not None:
-        torch.set_num_threads(settings.kernel_threads)
+    threads = settings.threads_per_worker
+    kernel.configure(threads=threads, isa=settings.kernel_isa)
+    torch.set_num_threads(threads)

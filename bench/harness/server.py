@@ -50,6 +50,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes uvicorn's supervisor ``parent`` spawned (multiprocessing's spawn children)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 @dataclass
 class Server:
     """A running `python -m service` subprocess; its combined stdout/stderr goes to ``log``."""
@@ -65,6 +82,10 @@ class Server:
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
+
+    def workers(self) -> list[int]:
+        """The pids of the worker processes (none when the server is one process)."""
+        return worker_pids(self.pid)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -86,7 +107,8 @@ def start_server(model_store: Path, log_dir: Path | None = None, ready_timeout: 
     ``launcher`` replaces ``python -m service`` (it gets ``--host``/``--port`` appended), e.g. to serve another build."""
     port = free_port()
     env = {**os.environ, "BNN_MODEL_STORE": str(model_store), "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "warning",
-           "BNN_GRPC_PORT": "0"}  # several servers at once: gRPC stays off unless a check sets its port
+           "BNN_GRPC_PORT": "0",  # several servers at once: gRPC stays off unless a check sets its port
+           "BNN_WORKERS": "1"}  # one process, whose pid is the server's (RSS, CPU), unless a check asks for more
     env.update({f"BNN_{k.upper()}": str(v) for k, v in settings.items()})
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="bnn-server-"))
     log = log_dir / f"server-{port}.log"

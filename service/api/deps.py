@@ -13,6 +13,7 @@ from service.api.batching import Batcher
 from service.api.budget import MemoryBudget
 from service.api.errors import ModelNotFound, ModelNotReady
 from service.api.metrics import ServiceMetrics
+from service.api.workers import WorkerGroup
 from service.settings import Settings
 
 
@@ -27,8 +28,20 @@ class ServiceState:
     errors: dict[str, str] = field(default_factory=dict)  # name -> why it is not ready
     batchers: dict[str, Batcher] = field(default_factory=dict)  # name -> its latest version's batcher
     served: dict[str, dict[str, tuple[Any, Batcher]]] = field(default_factory=dict)  # name -> version -> both
-    ready: bool = False
+    workers: WorkerGroup = field(default_factory=WorkerGroup)  # the other workers of this server, if any
     started: bool = False  # the start-up load has finished (before: every lookup is "still loading")
+
+    @property
+    def ready(self) -> bool:
+        """Ready to serve: this process serves a model (the default one, if one is named) and, when
+        several workers serve, so does every one of them."""
+        return self.workers.all_ready()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        """Whether this process is ready (the repository decides; shutdown ends it)."""
+        self.workers.set_ready(value)
+        self.metrics.workers_ready.set(1 if value else 0)
 
     @property
     def default_model(self) -> str | None:

@@ -22,13 +22,15 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", **fields}`` on one line; an exception as ``exception``."""
+    """``{"ts", "level", "logger", "pid", "message", **fields}`` on one line; an exception as
+    ``exception``. ``pid`` tells the workers of one server apart."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         line.update(getattr(record, "fields", None) or {})
@@ -38,12 +40,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``ts LEVEL logger: message key=value ...``, for humans."""
+    """``ts LEVEL [pid] logger: message key=value ...``, for humans."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {}
         extra = "".join(f" {k}={v}" for k, v in fields.items() if v is not None)
-        text = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}{extra}"
+        text = (
+            f"{_timestamp(record)} {record.levelname:<7} [{record.process}] {record.name}: {record.getMessage()}{extra}"
+        )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -26,11 +27,13 @@ from service.api.images import configure_pillow
 from service.api.logs import configure_logging
 from service.api.metrics import ServiceMetrics
 from service.api.middleware import AdmissionMiddleware, BodyMiddleware, ObservabilityMiddleware, RequestGuardMiddleware
+from service.api.protocol import configure_protocol
 from service.api.repository import Repository
 from service.api.routes import conv, health, metrics, models, predict, v2
 from service.api.routes import repository as repository_routes
 from service.api.routes.predict import top_predictions
 from service.api.schemas import ConvRequest, V2InferRequest
+from service.api.workers import WorkerGroup, shared_folder
 from service.settings import Settings, configure
 from service.tuning import freeze_startup_objects, keep_freed_memory
 
@@ -93,16 +96,21 @@ def _document_request_models(app: FastAPI, *models: type[BaseModel]) -> None:
 def create_app(settings: Settings | None = None, *, store: StoreLike | None = None) -> FastAPI:
     """Build the service. ``store`` replaces loading ``settings.model_store`` (tests, benchmarks)."""
     settings = settings or Settings()
-    service_metrics = ServiceMetrics()
-    budget = MemoryBudget(
-        settings.memory_budget_bytes, settings.memory_wait_s, on_change=service_metrics.memory_reserved.set
+    folder = shared_folder()  # set by bnn-serve when several workers serve
+    workers = WorkerGroup(settings.worker_count, folder)
+    service_metrics = ServiceMetrics(folder)
+    budget = MemoryBudget(  # the server's budget, shared out equally among its workers
+        settings.memory_budget_bytes // workers.expected,
+        settings.memory_wait_s,
+        on_change=service_metrics.memory_reserved.set,
     )
-    state = ServiceState(settings=settings, metrics=service_metrics, budget=budget)
+    state = ServiceState(settings=settings, metrics=service_metrics, budget=budget, workers=workers)
     repository = Repository(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure(settings)  # kernel path and threads, torch's threads
+        workers.join()
         configure_pillow(settings.max_image_pixels)
         await run_codec(_warm_request_path)  # starts the codec thread, with the first calls' costs paid
         keep_freed_memory()  # batch-sized activations are reused, not page-faulted in again per call
@@ -111,13 +119,14 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         await repository.start(versions, dict(loaded.errors))
         freeze_startup_objects()  # the collector no longer walks torch and the models on every full pass
         # Ready means something is served: at least one model, and the default one if it is named.
-        if not state.ready:
+        if not state.workers.ready_here:
             logger.error("not ready: no model to serve (default %r; errors: %s)", settings.default_model, state.errors)
         logger.info(
-            "serving models %s on %d kernel threads (%s)",
+            "serving models %s on %d kernel threads (%s)%s",
             sorted(state.batchers),
             kernel.get_num_threads(),
             kernel.active_isa(),
+            f", worker {os.getpid()} of {workers.expected}" if workers.shared else "",
         )
         grpc_server = None
         try:
@@ -128,6 +137,7 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
             if grpc_server is not None:
                 await grpc_server.stop(SHUTDOWN_GRACE_S)
             await repository.close()
+            workers.leave()
 
     configure_logging(settings.log_level, settings.log_format)
     # Swagger UI and ReDoc from fastapi-offline's copies of their assets, served by the app itself:
@@ -164,4 +174,15 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
     app.add_middleware(RequestGuardMiddleware, api_key=api_key)
     app.add_middleware(ObservabilityMiddleware, metrics=state.metrics, router=app.router)
+    return app
+
+
+def served_app() -> FastAPI:
+    """uvicorn's app factory in every worker process (``service.api.main:served_app``): the settings
+    from the environment, where ``bnn-serve`` put its flags, and the HTTP protocol's limits set from
+    them, with its refusals counted in this worker's metrics."""
+    settings = Settings()
+    app = create_app(settings)
+    refusals = app.state.service.metrics.connection_refusals
+    configure_protocol(settings, on_refusal=lambda reason: refusals.labels(reason).inc())
     return app

@@ -5,40 +5,20 @@ and each model version's inference statistics (Triton's statistics extension), w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import Metric, UnknownMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-@dataclass
-class DurationStat:
-    """How often something happened and its cumulative duration (Triton's ``$duration_stat``)."""
-
-    count: int = 0
-    ns: int = 0
-
-    def add(self, seconds: float, count: int = 1) -> None:
-        self.count += count
-        self.ns += round(seconds * 1e9)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
-
-
-@dataclass
-class BatchStat:
-    """Model executions of one batch size."""
-
-    batch_size: int
-    compute_input: DurationStat = field(default_factory=DurationStat)
-    compute_infer: DurationStat = field(default_factory=DurationStat)
-    compute_output: DurationStat = field(default_factory=DurationStat)
+_DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+_PER_BATCH = ("compute_input", "compute_infer", "compute_output")
+_TOTAL = ""  # the batch_size label of a model's totals
 
 
 class ModelStats:
@@ -47,143 +27,176 @@ class ModelStats:
     computing (counted by the batcher; a request split over several model calls counts once per
     call), inferences (images), executions (model calls) and executions per batch size.
 
-    Updated and read on the event loop only (routes, the batcher's worker, the metrics route): no lock.
-    """
+    The numbers live in one labelled gauge of the app's registry (summed over the worker processes
+    when several serve: prometheus_client's multiprocess files), so ``as_dict`` and the Triton series
+    report the whole server. Counts and nanoseconds are float64 there: exact below 2^53 (104 days of
+    cumulative nanoseconds)."""
 
-    def __init__(self, name: str, version: str) -> None:
+    def __init__(self, name: str, version: str, stat: Gauge, last: Gauge, read: Any) -> None:
         self.name = name
         self.version = version
-        self.last_inference_ms = 0
-        self.inference_count = 0
-        self.execution_count = 0
-        self.success = DurationStat()
-        self.fail = DurationStat()
-        self.queue = DurationStat()
-        self.compute_input = DurationStat()
-        self.compute_infer = DurationStat()
-        self.compute_output = DurationStat()
-        self.batches: dict[int, BatchStat] = {}
+        self._stat = stat
+        self._last = last.labels(name, version)
+        self._read = read  # () -> {(model, version): {(stat, batch_size): value}}, the whole server's
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def _child(self, stat: str, batch: str = _TOTAL) -> Any:
+        child = self._children.get((stat, batch))
+        if child is None:
+            child = self._children[(stat, batch)] = self._stat.labels(self.name, self.version, stat, batch)
+        return child
+
+    def _add(self, what: str, seconds: float, count: int = 1, batch: str = _TOTAL) -> None:
+        self._child(what + "_count", batch).inc(count)
+        self._child(what + "_ns", batch).inc(round(seconds * 1e9))
 
     def request_done(self, ok: bool, seconds: float) -> None:
-        (self.success if ok else self.fail).add(seconds)
+        self._add("success" if ok else "fail", seconds)
 
     def executed(self, queued_s: list[float], rows: int, input_s: float, infer_s: float, output_s: float) -> None:
         """One model call on ``rows`` images from ``len(queued_s)`` requests, each queued for its time
         there; every request in the call is charged the call's compute times (as Triton does)."""
         requests = len(queued_s)
-        for seconds in queued_s:
-            self.queue.add(seconds)
-        self.compute_input.add(input_s * requests, requests)
-        self.compute_infer.add(infer_s * requests, requests)
-        self.compute_output.add(output_s * requests, requests)
-        self.inference_count += rows
-        self.execution_count += 1
-        batch = self.batches.get(rows)
-        if batch is None:
-            batch = self.batches[rows] = BatchStat(rows)
-        batch.compute_input.add(input_s)
-        batch.compute_infer.add(infer_s)
-        batch.compute_output.add(output_s)
-        self.last_inference_ms = int(time.time() * 1000)
+        self._add("queue", sum(queued_s), requests)
+        self._add("compute_input", input_s * requests, requests)
+        self._add("compute_infer", infer_s * requests, requests)
+        self._add("compute_output", output_s * requests, requests)
+        self._child("inference_count").inc(rows)
+        self._child("execution_count").inc()
+        batch = str(rows)
+        self._add("compute_input", input_s, batch=batch)
+        self._add("compute_infer", infer_s, batch=batch)
+        self._add("compute_output", output_s, batch=batch)
+        self._last.set(int(time.time() * 1000))
 
     def as_dict(self) -> dict[str, Any]:
         """Triton's ``$model_stat`` object."""
-        none = DurationStat().as_dict()  # no response cache: its hits and misses stay zero
+        values = self._read().get((self.name, self.version), {})
+
+        def duration(what: str, batch: str = _TOTAL) -> dict[str, int]:
+            return {
+                "count": int(values.get((what + "_count", batch), 0)),
+                "ns": int(values.get((what + "_ns", batch), 0)),
+            }
+
+        none = {"count": 0, "ns": 0}  # no response cache: its hits and misses stay zero
+        sizes = sorted({int(batch) for _, batch in values if batch != _TOTAL})
         return {
             "name": self.name,
             "version": self.version,
-            "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
+            "last_inference": int(values.get(("last_inference_ms", _TOTAL), 0)),
+            "inference_count": int(values.get(("inference_count", _TOTAL), 0)),
+            "execution_count": int(values.get(("execution_count", _TOTAL), 0)),
             "inference_stats": {
-                "success": self.success.as_dict(),
-                "fail": self.fail.as_dict(),
-                "queue": self.queue.as_dict(),
-                "compute_input": self.compute_input.as_dict(),
-                "compute_infer": self.compute_infer.as_dict(),
-                "compute_output": self.compute_output.as_dict(),
+                **{what: duration(what) for what in _DURATIONS},
                 "cache_hit": none,
                 "cache_miss": none,
             },
             "batch_stats": [
-                {
-                    "batch_size": b.batch_size,
-                    "compute_input": b.compute_input.as_dict(),
-                    "compute_infer": b.compute_infer.as_dict(),
-                    "compute_output": b.compute_output.as_dict(),
-                }
-                for _, b in sorted(self.batches.items())
+                {"batch_size": size, **{what: duration(what, str(size)) for what in _PER_BATCH}} for size in sizes
             ],
         }
 
 
 # Triton's per-model series (docs/user_guide/metrics.md in triton-inference-server/server): name,
-# help, and the value read from a ModelStats. Triton's counters carry no _total suffix, which
-# prometheus_client's text format would add to a counter, so these are exposed untyped under
-# Triton's exact names (rate() and increase() work on them the same).
-_TRITON_SERIES: tuple[tuple[str, str, Any], ...] = (
-    (
-        "nv_inference_request_success",
-        "Number of successful inference requests, all batch sizes.",
-        lambda s: s.success.count,
-    ),
-    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes.", lambda s: s.fail.count),
-    ("nv_inference_count", "Number of inferences performed (a batch of n counts n).", lambda s: s.inference_count),
-    ("nv_inference_exec_count", "Number of model executions performed (batches).", lambda s: s.execution_count),
+# help, the statistic it reads and its unit's divisor (ns to us). Triton's counters carry no _total
+# suffix, which prometheus_client's text format would add to a counter, so these are exposed untyped
+# under Triton's exact names (rate() and increase() work on them the same).
+_TRITON_SERIES: tuple[tuple[str, str, str, int], ...] = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes.", "success_count", 1),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes.", "fail_count", 1),
+    ("nv_inference_count", "Number of inferences performed (a batch of n counts n).", "inference_count", 1),
+    ("nv_inference_exec_count", "Number of model executions performed (batches).", "execution_count", 1),
     (
         "nv_inference_request_duration_us",
         "Cumulative inference request duration in microseconds (successful requests).",
-        lambda s: s.success.ns // 1000,
+        "success_ns",
+        1000,
     ),
     (
         "nv_inference_queue_duration_us",
         "Cumulative time requests waited in the batch queue, in microseconds.",
-        lambda s: s.queue.ns // 1000,
+        "queue_ns",
+        1000,
     ),
     (
         "nv_inference_compute_input_duration_us",
         "Cumulative time requests spent preparing inputs for the model, in microseconds.",
-        lambda s: s.compute_input.ns // 1000,
+        "compute_input_ns",
+        1000,
     ),
     (
         "nv_inference_compute_infer_duration_us",
         "Cumulative time requests spent executing the model, in microseconds.",
-        lambda s: s.compute_infer.ns // 1000,
+        "compute_infer_ns",
+        1000,
     ),
     (
         "nv_inference_compute_output_duration_us",
         "Cumulative time requests spent extracting outputs from the model, in microseconds.",
-        lambda s: s.compute_output.ns // 1000,
+        "compute_output_ns",
+        1000,
     ),
 )
 TRITON_LABELS = ("model", "version")
+_STAT_NAME = "bnn_model_stat"  # the statistics' store, read back, never exposed as such
+_LAST_NAME = "bnn_model_last_inference_ms"
+
+StatValues = dict[tuple[str, str], dict[tuple[str, str], float]]
 
 
-class _TritonSeries:
-    """A Prometheus collector that reads the models' statistics at scrape time."""
+def _stat_values(families: Iterable[Metric]) -> StatValues:
+    """The statistics' gauges among collected ``families``: (model, version) -> (stat, batch size) -> value."""
+    values: StatValues = {}
+    for family in families:
+        if family.name not in (_STAT_NAME, _LAST_NAME):
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            key = (labels["model"], labels["version"])
+            stat = (labels["stat"], labels["batch_size"]) if family.name == _STAT_NAME else ("last_inference_ms", "")
+            values.setdefault(key, {})[stat] = sample.value
+    return values
 
-    def __init__(self, stats: dict[tuple[str, str], ModelStats]) -> None:
-        self._stats = stats
 
-    def describe(self) -> Iterator[Metric]:
-        for name, documentation, _ in _TRITON_SERIES:
-            yield UnknownMetricFamily(name, documentation, labels=TRITON_LABELS)
+class _Exposed:
+    """What /metrics shows: every family of ``source`` (the app's registry, or every worker's files
+    read together), with the statistics' store replaced by Triton's series computed from it."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        for name, documentation, value in _TRITON_SERIES:
-            family = UnknownMetricFamily(name, documentation, labels=TRITON_LABELS)
-            for stats in self._stats.values():
-                family.add_metric([stats.name, stats.version], value(stats))
-            yield family
+        stats: list[Metric] = []
+        for family in self._source.collect():
+            if family.name in (_STAT_NAME, _LAST_NAME):
+                stats.append(family)
+            else:
+                yield family
+        values = _stat_values(stats)
+        for name, documentation, stat, divisor in _TRITON_SERIES:
+            series = UnknownMetricFamily(name, documentation, labels=TRITON_LABELS)
+            for (model, version), numbers in sorted(values.items()):
+                series.add_metric([model, version], int(numbers.get((stat, ""), 0)) // divisor)
+            yield series
 
 
 class ServiceMetrics:
-    def __init__(self) -> None:
+    """The service's metrics. ``multiprocess_dir``: the folder where every worker process of one
+    server keeps its values (prometheus_client's multiprocess mode, chosen by PROMETHEUS_MULTIPROC_DIR
+    before it is imported); then /metrics and the statistics read all workers' values together, and
+    each gauge says how its workers' values combine."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
         # No <name>_created series beside every counter and histogram: dashboards never read them. The
         # switch is prometheus_client's, process-wide.
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Where values are read back from: this registry, or every worker's files.
+        self._source: Any = r if multiprocess_dir is None else MultiProcessCollector(None, multiprocess_dir)
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(_Exposed(self._source))
         self.requests = Counter(
             "bnn_http_requests",
             "HTTP requests by route template, method and status.",
@@ -232,7 +245,11 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "bnn_queue_depth", "Images waiting in the batch queue, per model.", ["model"], registry=r
+            "bnn_queue_depth",
+            "Images waiting in the batch queue, per model.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connection_refusals = Counter(
             "bnn_http_connection_refusals",
@@ -245,12 +262,36 @@ class ServiceMetrics:
             "bnn_memory_reserved_bytes",
             "Bytes of the memory budget that in-flight requests hold.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_ready = Gauge(
-            "bnn_model_ready", "1 when the model is loaded and serving, else 0.", ["model"], registry=r
+            "bnn_model_ready",
+            "1 when the model is loaded and serving (in every worker), else 0.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.workers_ready = Gauge(
+            "bnn_workers_ready",
+            "Worker processes that are ready to serve.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._stat = Gauge(
+            _STAT_NAME,
+            "Inference statistics (read back as Triton's nv_* series).",
+            ["model", "version", "stat", "batch_size"],
+            registry=r,
+            multiprocess_mode="sum",  # cumulative: a worker that exited still counts
+        )
+        self._last = Gauge(
+            _LAST_NAME,
+            "Time of the latest inference, ms since the epoch.",
+            list(TRITON_LABELS),
+            registry=r,
+            multiprocess_mode="max",
         )
         self._model_stats: dict[tuple[str, str], ModelStats] = {}
-        r.register(_TritonSeries(self._model_stats))
         self._http_series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def http_series(self, route: str, method: str, status: int) -> tuple[Any, Any | None, Any]:
@@ -271,5 +312,15 @@ class ServiceMetrics:
         """The statistics of a model version, created on first use."""
         stats = self._model_stats.get((name, version))
         if stats is None:
-            stats = self._model_stats[(name, version)] = ModelStats(name, version)
+            stats = self._model_stats[(name, version)] = ModelStats(
+                name, version, self._stat, self._last, self.stat_values
+            )
         return stats
+
+    def stat_values(self) -> StatValues:
+        """Every model version's statistics, the whole server's."""
+        return _stat_values(self._source.collect())
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric, the whole server's."""
+        return generate_latest(self._exposed)

@@ -12,8 +12,8 @@ Two things uvicorn leaves open: a client may take forever to send its request li
   as soon as it opens, before anything is read, and is closed.
 - uvicorn's own ``400`` for unparseable requests is answered in JSON too.
 
-``protocol_class(settings)`` builds the class for ``uvicorn.run(http=...)`` on top of the parser
-uvicorn itself would pick (httptools when installed, else h11).
+``ServiceHTTPProtocol`` is the class for ``uvicorn.run(http=...)``, on top of the parser uvicorn itself
+would pick (httptools when installed, else h11); ``configure_protocol(settings)`` sets its limits.
 """
 
 from __future__ import annotations
@@ -174,16 +174,27 @@ else:
     GuardedHttpToolsProtocol = _GuardedHttpToolsProtocol
 
 
-def protocol_class(settings: Settings, on_refusal: RefusalHook | None = None) -> type[asyncio.Protocol]:
-    """The protocol class for ``uvicorn.run(http=...)``, with ``settings``' limits, over the parser uvicorn
-    would pick itself. uvicorn instantiates it per connection as ``cls(config=, server_state=, app_state=)``,
-    so the limits travel as class attributes. ``on_refusal`` counts refusals (e.g. into metrics)."""
-    base: type[asyncio.Protocol] = GuardedH11Protocol
+def _parser_base() -> type[asyncio.Protocol]:
+    """The guarded protocol over the parser uvicorn would pick itself (httptools when installed)."""
     if GuardedHttpToolsProtocol is not None and AutoHTTPProtocol is not H11Protocol:
-        base = GuardedHttpToolsProtocol
-    limits = {
-        "header_timeout_s": settings.header_timeout_s,
-        "max_connections": settings.max_connections,
-        "on_refusal": staticmethod(on_refusal) if on_refusal is not None else None,
-    }
-    return type(base.__name__, (base,), limits)
+        return GuardedHttpToolsProtocol
+    return GuardedH11Protocol
+
+
+class ServiceHTTPProtocol(_parser_base()):  # type: ignore[misc]
+    """The protocol ``bnn-serve`` gives uvicorn, by import path (``service.api.protocol:ServiceHTTPProtocol``:
+    a worker process imports it afresh). uvicorn instantiates it per connection as
+    ``cls(config=, server_state=, app_state=)``, so the limits travel as class attributes, which
+    :func:`configure_protocol` sets in each worker from its settings before the first connection."""
+
+    header_timeout_s = Settings.model_fields["header_timeout_s"].default
+    max_connections = Settings.model_fields["max_connections"].default
+
+
+def configure_protocol(settings: Settings, on_refusal: RefusalHook | None = None) -> type[asyncio.Protocol]:
+    """Set :class:`ServiceHTTPProtocol`'s limits from ``settings``; ``on_refusal`` counts refusals (e.g.
+    into metrics). Process-wide: called once per worker, by its app factory."""
+    ServiceHTTPProtocol.header_timeout_s = settings.header_timeout_s
+    ServiceHTTPProtocol.max_connections = settings.max_connections
+    ServiceHTTPProtocol.on_refusal = staticmethod(on_refusal) if on_refusal is not None else None
+    return ServiceHTTPProtocol

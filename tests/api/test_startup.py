@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import warnings
 
@@ -52,7 +53,7 @@ def test_app_uvicorn_and_warnings_share_one_format(fmt):
             assert records[0]["message"] == "hello there" and records[0]["model"] == "tiny"
             assert "an image of 90 Mpx" in records[2]["message"] and records[2]["level"] == "warning"
         else:
-            assert "INFO    bnn.api: hello there model=tiny" in lines[0]
+            assert f"INFO    [{os.getpid()}] bnn.api: hello there model=tiny" in lines[0]
             assert "uvicorn.error: Started server process" in lines[1]
             assert "py.warnings" in stream.getvalue() and "an image of 90 Mpx" in stream.getvalue()
     finally:

@@ -1,0 +1,249 @@
+"""Several worker processes behind one port (``--workers N``): one server to its clients and operators.
+
+Real servers (``python -m service``) on loopback: the requests spread over the workers, /metrics and
+the statistics count all of them whichever worker answers, readiness waits for every worker, a worker
+that dies is replaced, SIGTERM drains every one, and a worker that cannot start stops the server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.harness.server import Server, start_server
+from service.api.workers import WorkerGroup
+from service.settings import Settings, available_cpus
+from tests.api.conftest import png_bytes
+
+IMAGE = {"content": png_bytes(), "headers": {"content-type": "image/png"}}
+
+
+def _fresh(server: Server) -> httpx.Client:
+    """A client that opens a new connection per request, so the workers take turns accepting them."""
+    return httpx.Client(base_url=server.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    match = re.search(r"^" + pattern + r"$", text, flags=re.M)
+    assert match, f"{name}{{{wanted}}} not in /metrics"
+    return float(match.group(1))
+
+
+def _access_pids(server: Server, path: str) -> set[int]:
+    pids = set()
+    for line in server.output().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("logger") == "bnn.access" and record.get("path") == path:
+            pids.add(record["pid"])
+    return pids
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{what} within {timeout_s} s")
+
+
+@pytest.fixture
+def two_workers(model_store_dir, tmp_path):
+    server = start_server(
+        model_store_dir, log_dir=tmp_path, workers=2, default_model="tiny", log_level="info", max_queue_delay_ms=1
+    )
+    try:
+        yield server
+    finally:
+        server.terminate()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_workers_are_one_server(two_workers):
+    server = two_workers
+    workers = server.workers()
+    assert len(workers) == 2 and server.pid not in workers
+    with _fresh(server) as http, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http.post("/predict", **IMAGE), range(48)))
+        assert [r.status_code for r in answers] == [200] * 48
+        assert {r.json()["results"][0]["predictions"][0]["label"] for r in answers} == {
+            answers[0].json()["results"][0]["predictions"][0]["label"]
+        }
+        # Each worker wrote access lines for the predictions it served: both took a share.
+        _wait(lambda: _access_pids(server, "/predict") == set(workers), 5, "both workers served /predict")
+        # Whichever worker answers, the numbers are the whole server's.
+        for _ in range(6):
+            text = http.get("/metrics").text
+            assert _metric(text, "nv_inference_count", model="tiny", version="1") == 48
+            assert _metric(text, "bnn_http_requests_total", route="/predict", method="POST", status="200") == 48
+            assert _metric(text, "bnn_workers_ready") == 2
+            assert _metric(text, "bnn_model_ready", model="tiny") == 1
+            assert _metric(text, "bnn_queue_depth", model="tiny") == 0
+            stats = http.get("/v2/models/tiny/stats").json()["model_stats"][0]
+            assert stats["inference_count"] == 48 and sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) > 0
+        assert _access_pids(server, "/metrics") == set(workers)  # (six new connections reached both)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_dead_worker_is_replaced_and_readiness_waits_for_it(two_workers):
+    server = two_workers
+    with _fresh(server) as http:
+        assert all(http.post("/predict", **IMAGE).status_code == 200 for _ in range(5))
+        victim, survivor = server.workers()
+        os.kill(victim, signal.SIGKILL)
+        # Until the replacement has loaded its models, the server is not ready (the survivor says so).
+        _wait(lambda: http.get("/readyz").status_code == 503, 5, "readiness went false")
+        _wait(lambda: len(server.workers()) == 2 and victim not in server.workers(), 10, "a worker was spawned")
+        _wait(lambda: http.get("/readyz").status_code == 200, 60, "the server was ready again")
+        assert survivor in server.workers()
+        text = http.get("/metrics").text
+        assert _metric(text, "bnn_workers_ready") == 2  # the dead worker's live gauge no longer counts
+        assert _metric(text, "nv_inference_count", model="tiny", version="1") == 5  # its counts still do
+        assert all(http.post("/predict", **IMAGE).status_code == 200 for _ in range(5))
+    assert server.proc.poll() is None
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_sigterm_drains_every_worker(model_store_dir, tmp_path):
+    server = start_server(model_store_dir, log_dir=tmp_path, workers=2, default_model="tiny", log_level="info")
+    folder = _shared_folder(server)
+    workers = server.workers()
+    port = int(server.url.rsplit(":", 1)[1])
+    body = png_bytes()
+    head = (f"POST /predict HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    # Requests in flight at SIGTERM: their bodies are half sent.
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(8)]
+    for client in clients:
+        client.sendall(head + body[:10])
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    answers = []
+    for client in clients:
+        client.sendall(body[10:])
+        answers.append(_read_response(client))
+        client.close()
+    assert server.proc.wait(timeout=30) == 0
+    assert [status for status, _ in answers] == [200] * 8, answers
+    out = server.output()
+    assert _access_pids(server, "/predict") == set(workers)  # both workers had requests to finish
+    for pid in workers:
+        assert f"Finished server process [{pid}]" in out
+    assert out.count("Application shutdown complete") == 2
+    assert not Path(folder).exists()  # the run folder goes with the server
+
+
+def _read_response(client: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    length = int(re.search(rb"content-length: (\d+)", head, flags=re.I).group(1)) if status else 0
+    while len(rest) < length:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, rest
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_stops_the_server(model_store_dir, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(RuntimeError, match=r"exited early \(3\)"):
+            start_server(model_store_dir, log_dir=tmp_path, workers=2, grpc_port=taken.getsockname()[1])
+
+
+def _shared_folder(server: Server) -> str:
+    environ = (Path("/proc") / str(server.workers()[0]) / "environ").read_bytes().split(b"\0")
+    return next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+
+
+# -- the pieces, in one process ------------------------------------------------------------------------------
+
+
+def test_readiness_counts_live_workers_only(tmp_path):
+    one, two = WorkerGroup(2, tmp_path), WorkerGroup(2, tmp_path)
+    two.pid = _dead_pid()
+    one.join()
+    one.set_ready(True)
+    assert not one.all_ready()  # one of two
+    two.set_ready(True)
+    assert not one.all_ready()  # the second's mark is a dead process's
+    one.join()  # a worker starting sweeps the dead one's mark away
+    assert sorted(p.name for p in (tmp_path / "ready").iterdir()) == [str(os.getpid())]
+    assert WorkerGroup(1, tmp_path).expected == 1
+    alone = WorkerGroup(4, None)  # no shared folder: a group of one
+    alone.set_ready(True)
+    assert alone.all_ready() and alone.expected == 1
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"api_key": "s3cret key", "grpc_port": None, "workers": 3, "max_queue_delay_ms": 0.5},
+        {"model_store": "/srv/models", "allow_empty_store": True, "default_model": "tiny", "kernel_isa": "PORTABLE"},
+        {"grpc_port": 9001, "kernel_threads": 2, "log_format": "text", "allow_empty_store": False},
+    ],
+)
+def test_workers_read_back_the_settings_they_were_given(given, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("BNN_"):
+            monkeypatch.delenv(name)
+    settings = Settings(**given)
+    for name, value in settings.as_environment().items():
+        monkeypatch.setenv(name, value)
+    again = Settings()
+    assert again.model_fields_set == settings.model_fields_set
+    expected = settings.model_dump() | ({"grpc_port": 0} if settings.grpc_port is None else {})
+    assert again.model_dump() == expected
+    assert (again.api_key is None) == (settings.api_key is None)
+    if settings.api_key is not None:
+        assert again.api_key.get_secret_value() == settings.api_key.get_secret_value()
+
+
+def test_cpus_are_shared_out_among_workers(monkeypatch):
+    monkeypatch.setattr("service.settings.available_cpus", lambda: 8)
+    assert Settings().worker_count == 8 and Settings().threads_per_worker == 1
+    assert Settings(workers=3).threads_per_worker == 2
+    assert Settings(workers=16).threads_per_worker == 1
+    assert Settings(workers=2, kernel_threads=6).threads_per_worker == 6
+
+
+def test_available_cpus_respects_the_affinity_mask():
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
