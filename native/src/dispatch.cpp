@@ -11,6 +11,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
+    case Isa::neon: return "neon";
     default: return "portable";
   }
 }
@@ -18,8 +19,9 @@ const char* isa_name(Isa isa) {
 Isa isa_from_name(const std::string& name) {
   if (name == "avx512") return Isa::avx512;
   if (name == "avx2") return Isa::avx2;
+  if (name == "neon") return Isa::neon;
   if (name == "portable") return Isa::portable;
-  throw std::invalid_argument("unknown instruction set '" + name + "' (expected avx512, avx2 or portable)");
+  throw std::invalid_argument("unknown instruction set '" + name + "' (expected avx512, avx2, neon or portable)");
 }
 
 bool isa_supported(Isa isa) {
@@ -33,13 +35,16 @@ bool isa_supported(Isa isa) {
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vpopcntdq");
 #endif
+#if BNN_HAVE_NEON
+    case Isa::neon: return true;  // Advanced SIMD is mandatory on AArch64
+#endif
     default: return false;
   }
 }
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::portable})
+  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::neon, Isa::portable})
     if (isa_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -49,6 +54,9 @@ static const KernelTable& table_for(Isa isa) {
 #if BNN_HAVE_X86
     case Isa::avx512: return avx512_kernels();
     case Isa::avx2: return avx2_kernels();
+#endif
+#if BNN_HAVE_NEON
+    case Isa::neon: return neon_kernels();
 #endif
     default: return portable_kernels();
   }

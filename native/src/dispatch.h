@@ -6,7 +6,7 @@
 
 namespace bnn {
 
-enum class Isa { portable = 0, avx2 = 1, avx512 = 2 };
+enum class Isa { portable = 0, avx2 = 1, avx512 = 2, neon = 3 };
 const char* isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);  // throws std::invalid_argument
 bool isa_supported(Isa isa);                 // compiled in and supported by this CPU

@@ -62,6 +62,9 @@ const KernelTable& portable_kernels();
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
 #endif
+#if BNN_HAVE_NEON
+const KernelTable& neon_kernels();
+#endif
 const KernelTable& active_kernels();
 
 }  // namespace bnn

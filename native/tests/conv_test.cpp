@@ -101,7 +101,15 @@ struct ParamName {
   }
 };
 
-constexpr Isa kIsas[] = {Isa::portable, Isa::avx2, Isa::avx512};
+// The paths of this build's architecture (the x86 ones are skipped on a CPU without them).
+constexpr Isa kIsas[] = {Isa::portable,
+#if BNN_HAVE_X86
+                         Isa::avx2, Isa::avx512,
+#endif
+#if BNN_HAVE_NEON
+                         Isa::neon,
+#endif
+};
 const In kInputs[] = {In::nchw, In::nhwc};
 const PadValue kPadValues[] = {{-1}, {0}, {1}};
 
@@ -321,6 +329,40 @@ INSTANTIATE_TEST_SUITE_P(Grid, ConvOutputTest,
                                         Out{Out::sign, 2, 1}),
                                  Values(Threads{1}, Threads{2}, Threads{3}, Threads{8}),
                                  Values(Epilogue::plain, Epilogue::scale, Epilogue::bias, Epilogue::scale_bias)),
+                         ParamName());
+
+// ---- long reductions: more reduction words than a kernel's narrow counters hold ---------------
+
+// K = KH * KW * words past 1023 (the NEON path's 16-bit counters take 1023 words a chunk) and past
+// 2046, with random signs and with every bit a mismatch (the largest count a counter can reach).
+struct LongShape { int64_t C, k, H, W, O, pad; };
+std::string label(const LongShape& l) { return "C" + std::to_string(l.C) + "_" + hw("k", l.k, l.k); }
+void PrintTo(const LongShape& v, std::ostream* os) { *os << label(v); }
+enum class Signs { random, all_mismatch };
+std::string label(Signs s) { return s == Signs::random ? "random" : "all_mismatch"; }
+void PrintTo(const Signs& v, std::ostream* os) { *os << label(v); }
+
+using LongParam = std::tuple<Isa, LongShape, Signs, PadValue>;
+class ConvLongReductionTest : public IsaTest<LongParam> {};
+
+TEST_P(ConvLongReductionTest, EveryLayoutMatchesTheReference) {
+  const auto& [isa, l, signs, pad_value] = GetParam();
+  bnn::ThreadPool pool(2);
+  // Its own seed per sign pattern: the reference cache is keyed by (shape, seed, epilogue).
+  Case c = make_case(shape(1, l.C, l.H, l.W, l.O, {l.k, l.k}, {1, 1}, {l.pad, l.pad}, {1, 1}, pad_value),
+                     signs == Signs::random ? 5 : 6);
+  if (signs == Signs::all_mismatch) {
+    for (auto& v : c.x) v = -1.0f;
+    for (auto& v : c.w) v = 1.0f;
+  }
+  expect_every_layout_exact(c, 0, 1, pool);
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, ConvLongReductionTest,
+                         Combine(ValuesIn(kIsas),
+                                 Values(LongShape{7296, 3, 4, 4, 17, 1}, LongShape{65537, 1, 2, 5, 3, 0},
+                                        LongShape{14597, 3, 3, 4, 5, 1}),
+                                 Values(Signs::random, Signs::all_mismatch), Values(PadValue{0}, PadValue{1})),
                          ParamName());
 
 // ---- random shapes: every axis at once, independently in height and width ---------------------

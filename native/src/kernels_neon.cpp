@@ -1,0 +1,249 @@
+// AArch64 NEON path (Advanced SIMD is part of every AArch64 core, so no run-time check is needed):
+// per reduction word, XOR, a byte popcount (CNT), a pairwise-add tree that folds the 8 byte counts
+// of each channel, and one pairwise add-and-accumulate-long (UADALP) into 16-bit counters.
+//
+// Why this shape: on NEON a popcount is one instruction, so the carry-save (Harley-Seal) trick of
+// the x86 paths buys nothing (it trades two CNTs for as many logic ops); the floor is ~3 vector
+// ops per 128 binary MACs (EOR, CNT, and one reducing op), and what is left to win is how often
+// the activations are loaded and broadcast. A 16-channel weight block in eight q registers, reused
+// by every pixel of the tile, broadcasts each activation word once per 16 channels (LCE's 8x4
+// AArch64 kernel does it once per 8). bench/arm_mca.py models the loop on Neoverse N1 and Cortex-A76.
+#include <arm_neon.h>
+
+#include "kernels.h"
+
+namespace bnn {
+namespace neon_impl {
+
+// Pixels per micro_tile call: 4 pixels x 16 channels keeps the 8 weight registers, 8 counters and
+// the temporaries of one pixel inside the 32 vector registers.
+constexpr int kMaxPx = 4;
+// A 16-bit counter lane gains at most 64 per reduction word (one channel's 64 bits), so 1023 words
+// cannot overflow it; longer reductions widen the counters to 32 bits between chunks.
+constexpr int64_t kChunkWords = 1023;
+
+// Adds the popcounts of a ^ w (w: the 16 channels' words in 8 registers, channels 2j and 2j + 1
+// in register j) to acc (channels 0..7 and 8..15 as 16-bit lanes).
+__attribute__((always_inline)) inline void accumulate_word(uint8x16_t a, const uint8x16_t w[8], uint16x8_t acc[2]) {
+  uint8x16_t c[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) c[j] = vcntq_u8(veorq_u8(a, w[j]));
+  // c[j]: bytes 0..7 count channel 2j, bytes 8..15 channel 2j + 1. Two pairwise adds leave 4 bytes
+  // per channel (e), a third 2 bytes per channel in channel order (f); UADALP sums each pair.
+  const uint8x16_t e0 = vpaddq_u8(c[0], c[1]), e1 = vpaddq_u8(c[2], c[3]);
+  const uint8x16_t e2 = vpaddq_u8(c[4], c[5]), e3 = vpaddq_u8(c[6], c[7]);
+  acc[0] = vpadalq_u8(acc[0], vpaddq_u8(e0, e1));
+  acc[1] = vpadalq_u8(acc[1], vpaddq_u8(e2, e3));
+}
+
+// The 16-bit counts of words k0 .. k1 - 1 (at most kChunkWords) of PX pixels.
+template <int PX>
+__attribute__((always_inline)) inline void count_words(const uint64_t* in, int64_t pix_stride, const int64_t* offs,
+                                                       int64_t k0, int64_t k1, const uint64_t* wblk,
+                                                       uint16x8_t acc[][2]) {
+#pragma GCC unroll 16
+  for (int p = 0; p < PX; ++p) acc[p][0] = acc[p][1] = vdupq_n_u16(0);
+  for (int64_t i = k0; i < k1; ++i) {
+    const uint8_t* wt = reinterpret_cast<const uint8_t*>(wblk + i * 16);
+    uint8x16_t w[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) w[j] = vld1q_u8(wt + 16 * j);
+    const uint64_t* word = in + offs[i];
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p)
+      accumulate_word(vreinterpretq_u8_u64(vld1q_dup_u64(word + p * pix_stride)), w, acc[p]);
+  }
+}
+
+// val = k_total - 2 * popcount for 4 channels.
+inline void store_counts(int32_t* val, int32_t k_total, uint32x4_t pc) {
+  vst1q_s32(val, vsubq_s32(vdupq_n_s32(k_total), vreinterpretq_s32_u32(vshlq_n_u32(pc, 1))));
+}
+
+template <int PX>
+void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
+                int32_t k_total, int32_t* val) {
+  uint16x8_t acc[PX][2];
+  if (K <= kChunkWords) {
+    count_words<PX>(in, pix_stride, offs, 0, K, wblk, acc);
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        store_counts(val + p * 16 + 8 * h, k_total, vmovl_u16(vget_low_u16(acc[p][h])));
+        store_counts(val + p * 16 + 8 * h + 4, k_total, vmovl_high_u16(acc[p][h]));
+      }
+    return;
+  }
+  // A long reduction: chunks of 16-bit counts summed in 32 bits.
+  uint32x4_t wide[PX][4];
+  for (int p = 0; p < PX; ++p)
+    for (int q = 0; q < 4; ++q) wide[p][q] = vdupq_n_u32(0);
+  for (int64_t k0 = 0; k0 < K; k0 += kChunkWords) {
+    count_words<PX>(in, pix_stride, offs, k0, std::min(K, k0 + kChunkWords), wblk, acc);
+    for (int p = 0; p < PX; ++p)
+      for (int h = 0; h < 2; ++h) {
+        wide[p][2 * h] = vaddw_u16(wide[p][2 * h], vget_low_u16(acc[p][h]));
+        wide[p][2 * h + 1] = vaddw_high_u16(wide[p][2 * h + 1], acc[p][h]);
+      }
+  }
+  for (int p = 0; p < PX; ++p)
+    for (int q = 0; q < 4; ++q) store_counts(val + p * 16 + 4 * q, k_total, wide[p][q]);
+}
+
+// float(v) * scale + bias for four channels, as the reference computes it (a multiply, then an add:
+// the core is built with -ffp-contract=off, so no fused multiply-add).
+inline float32x4_t transform4(int32x4_t v, float32x4_t sc, float32x4_t bi) {
+  return vaddq_f32(vmulq_f32(vcvtq_f32_s32(v), sc), bi);
+}
+
+inline float32x4_t load_or(const float* p, int n, float fill) {
+  if (!p) return vdupq_n_f32(fill);
+  if (n >= 4) return vld1q_f32(p);
+  float t[4] = {fill, fill, fill, fill};
+  for (int i = 0; i < n; ++i) t[i] = p[i];
+  return vld1q_f32(t);
+}
+
+inline void store_block_scalar(const int32_t*, int, int, const float*, const float*, float*, int64_t);
+
+// NCHW output: 4 pixels x 4 channels at a time, transposed in registers so each channel's pixels
+// are stored as one vector; channel and pixel tails go through the scalar epilogue.
+inline void store_block(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
+                        int64_t plane) {
+  const int full_px = np & ~3, full_ch = nO & ~3;
+  for (int j = 0; j < full_ch; j += 4) {
+    float sc[4], bi[4];
+    for (int c = 0; c < 4; ++c) sc[c] = scale ? scale[j + c] : 1.0f, bi[c] = bias ? bias[j + c] : 0.0f;
+    for (int p = 0; p < full_px; p += 4) {
+      const int32_t* v = val + p * 16 + j;
+      const int32x4_t r0 = vld1q_s32(v), r1 = vld1q_s32(v + 16), r2 = vld1q_s32(v + 32), r3 = vld1q_s32(v + 48);
+      // r_k = pixel p + k, channels j..j+3 -> t[c] = channel j + c, pixels p..p+3
+      const int64x2_t a0 = vreinterpretq_s64_s32(vtrn1q_s32(r0, r1)), a1 = vreinterpretq_s64_s32(vtrn2q_s32(r0, r1));
+      const int64x2_t a2 = vreinterpretq_s64_s32(vtrn1q_s32(r2, r3)), a3 = vreinterpretq_s64_s32(vtrn2q_s32(r2, r3));
+      const int32x4_t t[4] = {vreinterpretq_s32_s64(vtrn1q_s64(a0, a2)), vreinterpretq_s32_s64(vtrn1q_s64(a1, a3)),
+                              vreinterpretq_s32_s64(vtrn2q_s64(a0, a2)), vreinterpretq_s32_s64(vtrn2q_s64(a1, a3))};
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c)
+        vst1q_f32(dst + (j + c) * plane + p, transform4(t[c], vdupq_n_f32(sc[c]), vdupq_n_f32(bi[c])));
+    }
+  }
+  // The pixel tail of the full channel groups, then every pixel of the channel tail.
+  if (full_px < np && full_ch > 0)
+    store_block_scalar(val + full_px * 16, np - full_px, full_ch, scale, bias, dst + full_px, plane);
+  if (full_ch < nO)
+    store_block_scalar(val + full_ch, np, nO - full_ch, scale ? scale + full_ch : nullptr,
+                       bias ? bias + full_ch : nullptr, dst + full_ch * plane, plane);
+}
+
+// Channels-last output: a pixel's channel values are contiguous in the tile already.
+inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* scale, const float* bias, float* dst,
+                             int64_t pixel_stride) {
+  for (int j = 0; j < nO; j += 4) {
+    const int n = std::min(4, nO - j);
+    const float32x4_t sc = load_or(scale ? scale + j : nullptr, n, 1.0f);
+    const float32x4_t bi = load_or(bias ? bias + j : nullptr, n, 0.0f);
+    for (int p = 0; p < np; ++p) {
+      const float32x4_t f = transform4(vld1q_s32(val + p * 16 + j), sc, bi);
+      float* d = dst + p * pixel_stride + j;
+      if (n == 4) {
+        vst1q_f32(d, f);
+      } else {
+        alignas(16) float t[4];
+        vst1q_f32(t, f);
+        for (int i = 0; i < n; ++i) d[i] = t[i];
+      }
+    }
+  }
+}
+
+// Binarised output: the same float value per channel, then bit j set where !(value >= 0) (NaN
+// included: the compare is false), 16 channels folded into one u16 by weighting and adding lanes.
+inline void store_block_sign(const int32_t* val, int np, int nO, const float* scale, const float* bias, uint16_t* dst,
+                             int64_t pixel_stride) {
+  float32x4_t sc[4], bi[4];
+  uint32x4_t weight[4];
+  const uint32x4_t lane_bits = {1, 2, 4, 8};
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const int n = std::max(0, std::min(4, nO - 4 * q));
+    sc[q] = load_or(scale && n ? scale + 4 * q : nullptr, n, 1.0f);
+    bi[q] = load_or(bias && n ? bias + 4 * q : nullptr, n, 0.0f);
+    // Lanes past nO weigh 0, so they never set a bit.
+    const uint32x4_t keep = vcltq_u32(uint32x4_t{0, 1, 2, 3}, vdupq_n_u32(static_cast<uint32_t>(n)));
+    weight[q] = vandq_u32(lane_bits, keep);
+  }
+  for (int p = 0; p < np; ++p) {
+    uint32x4_t bits = vdupq_n_u32(0);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const float32x4_t f = transform4(vld1q_s32(val + p * 16 + 4 * q), sc[q], bi[q]);
+      const uint32x4_t negative = vmvnq_u32(vcgeq_f32(f, vdupq_n_f32(0.0f)));
+      bits = vorrq_u32(bits, vshlq_u32(vandq_u32(negative, weight[q]), vdupq_n_s32(4 * q)));
+    }
+    dst[p * pixel_stride] = static_cast<uint16_t>(vaddvq_u32(bits));
+  }
+}
+
+inline void add16(int32_t* v, const int32_t* c) {
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) vst1q_s32(v + 4 * q, vaddq_s32(vld1q_s32(v + 4 * q), vld1q_s32(c + 4 * q)));
+}
+
+// 16 floats -> 16 bytes, 0xff where !(x >= 0).
+inline uint8x16_t negative_bytes(const float* p) {
+  const uint32x4_t z0 = vcgeq_f32(vld1q_f32(p), vdupq_n_f32(0.0f)), z1 = vcgeq_f32(vld1q_f32(p + 4), vdupq_n_f32(0.0f));
+  const uint32x4_t z2 = vcgeq_f32(vld1q_f32(p + 8), vdupq_n_f32(0.0f)), z3 = vcgeq_f32(vld1q_f32(p + 12), vdupq_n_f32(0.0f));
+  const uint16x8_t h0 = vcombine_u16(vmovn_u32(z0), vmovn_u32(z1)), h1 = vcombine_u16(vmovn_u32(z2), vmovn_u32(z3));
+  return vmvnq_u8(vcombine_u8(vmovn_u16(h0), vmovn_u16(h1)));
+}
+
+uint64_t sign_mask64(const float* p, int64_t n) {
+  if (n == 64) {
+    // Weight byte i by 1 << (i % 8); three pairwise adds then sum each run of 8 bytes into one.
+    const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t b0 = vandq_u8(negative_bytes(p), bit), b1 = vandq_u8(negative_bytes(p + 16), bit);
+    const uint8x16_t b2 = vandq_u8(negative_bytes(p + 32), bit), b3 = vandq_u8(negative_bytes(p + 48), bit);
+    const uint8x16_t s = vpaddq_u8(vpaddq_u8(b0, b1), vpaddq_u8(b2, b3));
+    return vgetq_lane_u64(vreinterpretq_u64_u8(vpaddq_u8(s, s)), 0);
+  }
+  uint64_t m = 0;
+  for (int64_t i = 0; i < n; ++i) m |= static_cast<uint64_t>(!(p[i] >= 0.0f)) << i;
+  return m;
+}
+
+#include "conv_driver.inc"
+
+// 4 pixels x 8 channel pairs of the plain XOR + CNT + add step, all in registers (as the other
+// paths' peak loops: no loads, no reduction tree).
+uint64_t peak_loop(int64_t iters) {
+  uint8x16_t w0 = vreinterpretq_u8_u64(vdupq_n_u64(0x0123456789abcdefULL));
+  uint8x16_t w1 = vreinterpretq_u8_u64(vdupq_n_u64(0x7edcba9876543210ULL));
+  uint8x16_t b[4], a[8];
+  for (int p = 0; p < 4; ++p) b[p] = vreinterpretq_u8_u64(vdupq_n_u64(0x5555aaaa3333cccdULL * (p + 1)));
+  for (int i = 0; i < 8; ++i) a[i] = vdupq_n_u8(0);
+  uint64_t sum = 0;
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      a[2 * p] = vaddq_u8(a[2 * p], vcntq_u8(veorq_u8(b[p], w0)));
+      a[2 * p + 1] = vaddq_u8(a[2 * p + 1], vcntq_u8(veorq_u8(b[p], w1)));
+    }
+    __asm__ volatile("" : "+w"(w0), "+w"(w1));
+    if ((it & 15) == 15) {  // byte counters: fold before they can wrap (16 x 8 <= 255)
+      for (int i = 0; i < 8; ++i) sum += vaddlvq_u8(a[i]), a[i] = vdupq_n_u8(0);
+    }
+  }
+  for (int i = 0; i < 8; ++i) sum += vaddlvq_u8(a[i]);
+  return sum;
+}
+
+}  // namespace neon_impl
+
+const KernelTable& neon_kernels() {
+  static const KernelTable table{Isa::neon, &neon_impl::sign_mask64, &neon_impl::conv_row, &neon_impl::peak_loop,
+                                 8 * 128, nullptr};
+  return table;
+}
+
+}  // namespace bnn
