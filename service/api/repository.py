@@ -8,6 +8,11 @@ removes, stop only after the requests already handed to them have their answers.
 the store is scanned every ``repository_poll_s`` seconds and a folder added, changed or removed is
 loaded, reloaded or unloaded. Requests to other models never notice.
 
+With several workers, a load or unload asked of one worker goes through the server's
+:class:`~service.api.workers.ControlJournal`: every worker applies the same changes in the same order,
+and the answer comes once all live workers have applied it. (Polling needs no journal: each worker
+scans the store itself.)
+
 Everything here runs on the event loop, one change at a time; loading and warm-up run in threads.
 """
 
@@ -22,13 +27,15 @@ from typing import Any
 
 from service.api.batching import Batcher
 from service.api.deps import ServiceState
-from service.api.errors import InvalidInput, ModelNotFound
+from service.api.errors import InvalidInput, ModelNotFound, RequestTimeout, ServiceError
+from service.api.workers import ControlJournal
 from service.model import ModelLoadError
 from service.model.store import load_versions, model_folders
 
 logger = logging.getLogger("bnn.api")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
+FOLLOW_S = 0.1  # how often a worker looks for changes the others were asked for
 
 
 def fingerprint(folder: Path) -> Fingerprint:
@@ -61,6 +68,13 @@ class Repository:
         self._lock = asyncio.Lock()
         self._draining: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
+        # several workers: the shared order of changes, how far this one has applied it, and the
+        # outcome of the changes this worker was asked for, by sequence number
+        self._journal: ControlJournal | None = None
+        self._applied = 0
+        self._in_order = asyncio.Lock()
+        self._outcomes: dict[int, ServiceError | None] = {}
+        self._follower: asyncio.Task | None = None
 
     @property
     def root(self) -> Path:
@@ -69,7 +83,18 @@ class Repository:
     # ---- start and stop ----------------------------------------------------------------------
 
     async def start(self, versions: dict[str, dict[str, Any]], errors: dict[str, str]) -> None:
-        """Serve what the store held at start-up (or what a test injected), then poll if asked to."""
+        """Serve what the store held at start-up (or what a test injected), then poll if asked to.
+        A worker that joins a running server leaves out the models the others were told to unload."""
+        workers = self.state.workers
+        if workers.folder is not None and self.settings.model_control != "none":
+            self._journal = ControlJournal(workers.folder)
+            entries = await asyncio.to_thread(self._journal.entries)
+            last = {entry["model"]: entry["action"] for entry in entries}
+            unloaded = {name for name, action in last.items() if action == "unload"}
+            versions = {name: v for name, v in versions.items() if name not in unloaded}
+            errors = {name: e for name, e in errors.items() if name not in unloaded}
+            self._applied = len(entries)
+            self._journal.applied(self._applied)
         async with self._lock:
             self.state.errors = dict(errors)
             for name, reason in errors.items():
@@ -82,12 +107,15 @@ class Repository:
         self.state.started = True
         if self.settings.model_control == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="repository-poll")
+        if self._journal is not None:
+            self._follower = asyncio.get_running_loop().create_task(self._follow(), name="repository-follow")
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         async with self._lock:
             for versions in self._served.values():
                 for served in versions.values():
@@ -114,7 +142,72 @@ class Repository:
 
     async def load(self, name: str) -> None:
         """(Re)load ``name`` from its folder: every version in it is served at once, the versions it
-        replaces drain. A folder that does not load leaves what was served as it was (and says why)."""
+        replaces drain. A folder that does not load leaves what was served as it was (and says why).
+        With several workers, all of them do."""
+        await self._change("load", name)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name``; its requests in flight still get their answers. With several workers,
+        all of them stop."""
+        await self._change("unload", name)
+
+    # ---- one change, in every worker ---------------------------------------------------------
+
+    async def _change(self, action: str, name: str) -> None:
+        if self._journal is None:
+            await self._apply(action, name)
+            return
+        async with self._in_order:  # the follower cannot apply it before its outcome is awaited here
+            seq = await asyncio.to_thread(self._journal.append, action, name)
+            self._outcomes[seq] = None
+            await self._catch_up()  # every change before it too, in the journal's order
+        outcome = self._outcomes.pop(seq, None)
+        deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+        while behind := await asyncio.to_thread(self._journal.behind, seq):
+            if asyncio.get_running_loop().time() > deadline:
+                raise RequestTimeout(
+                    f"{action} of model {name!r} is done in this worker, but workers {behind} had not applied it "
+                    f"within {self.settings.request_timeout_s:g} s"
+                )
+            await asyncio.sleep(0.02)
+        if outcome is not None:
+            raise outcome
+
+    async def _apply(self, action: str, name: str) -> None:
+        await (self._load(name) if action == "load" else self._unload(name))
+
+    async def _catch_up(self) -> None:
+        """Apply the journal's entries this worker has not applied yet, in order; keep the outcome of
+        those it was asked for (another worker's failure is in its own log and index). The caller
+        holds ``_in_order``."""
+        assert self._journal is not None
+        for entry in await asyncio.to_thread(self._journal.entries, self._applied):
+            seq = entry["seq"]
+            try:
+                await self._apply(entry["action"], entry["model"])
+            except ServiceError as exc:
+                if seq in self._outcomes:
+                    self._outcomes[seq] = exc
+            self._applied = seq
+        await asyncio.to_thread(self._journal.applied, self._applied)
+
+    async def _follow(self) -> None:
+        assert self._journal is not None
+        seen = -1
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            try:
+                size = self._journal.size()
+                if size != seen:
+                    seen = size
+                    async with self._in_order:
+                        await self._catch_up()
+            except Exception:
+                logger.exception("following the workers' model changes failed")
+
+    # ---- in this worker ----------------------------------------------------------------------
+
+    async def _load(self, name: str) -> None:
         folder = self.root / name
         if name.startswith(".") or "/" in name or not folder.is_dir():
             raise ModelNotFound(f"no model folder {name!r} in the model store {self.root}")
@@ -132,8 +225,7 @@ class Repository:
             await self._swap(name, versions)
             logger.info("model %r loaded: versions %s", name, list(versions))
 
-    async def unload(self, name: str) -> None:
-        """Stop serving ``name``; its requests in flight still get their answers."""
+    async def _unload(self, name: str) -> None:
         async with self._lock:
             if name not in self._served and name not in self.state.errors:
                 raise ModelNotFound(f"model {name!r} is not loaded")
@@ -212,7 +304,7 @@ class Repository:
             if fp != self._fingerprints.get(name):
                 self._fingerprints[name] = fp  # a folder that fails is retried when it changes again
                 with contextlib.suppress(InvalidInput, ModelNotFound):
-                    await self.load(name)
+                    await self._load(name)  # each worker scans for itself: no journal
         for name in sorted(set(self._served) - on_disk):
             with contextlib.suppress(ModelNotFound):
-                await self.unload(name)
+                await self._unload(name)

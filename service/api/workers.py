@@ -9,16 +9,21 @@ requests). The folder holds:
 - prometheus_client's per-process value files, which /metrics and the statistics read together;
 - ``ready/<pid>``, one empty file per worker that is ready to serve. The server is ready while as
   many live workers as configured have one, so readiness is false from a worker's death until its
-  replacement has loaded every model.
+  replacement has loaded every model;
+- ``control/``: the repository API's loads and unloads, which every worker applies in one order
+  (:class:`ControlJournal`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("bnn.api")
 
@@ -107,3 +112,58 @@ class WorkerGroup:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(self.pid, str(self.folder))
+
+
+class ControlJournal:
+    """The model changes asked of any worker (the repository API's load and unload), in one order for
+    all of them: an append-only file of ``{"seq", "action", "model", "pid"}`` lines under ``control/``,
+    plus ``applied/<pid>``, the last entry each worker has applied. A worker appends a change, applies
+    every entry up to it in order (so all workers apply the same sequence), and answers once every live
+    worker has applied it; the others follow the file; one that starts later skips the models whose
+    last entry unloads them. Each call is a few small file operations (appends hold an flock)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder) / "control"
+        self.path = self.folder / "journal"
+        self.pid = os.getpid()
+        (self.folder / "applied").mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+
+    def append(self, action: str, model: str) -> int:
+        """Add a change; its sequence number (1, 2, ...)."""
+        with open(self.path, "a+", encoding="utf-8") as journal:
+            fcntl.flock(journal, fcntl.LOCK_EX)
+            try:
+                journal.seek(0)
+                seq = sum(1 for _ in journal) + 1
+                journal.write(json.dumps({"seq": seq, "action": action, "model": model, "pid": self.pid}) + "\n")
+                journal.flush()
+            finally:
+                fcntl.flock(journal, fcntl.LOCK_UN)
+        return seq
+
+    def entries(self, after: int = 0) -> list[dict[str, Any]]:
+        """The complete entries numbered above ``after``, in order."""
+        with open(self.path, encoding="utf-8") as journal:
+            lines = journal.read().split("\n")[:-1]  # the last piece: "" or a line still being written
+        return [json.loads(line) for line in lines[after:]]
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def applied(self, seq: int) -> None:
+        """Record that this worker has applied every entry up to ``seq``."""
+        mark = self.folder / "applied" / str(self.pid)
+        partial = mark.with_name(f".{self.pid}")
+        partial.write_text(str(seq))
+        partial.replace(mark)
+
+    def behind(self, seq: int) -> list[int]:
+        """The live workers that have not yet applied entry ``seq``."""
+        waiting = []
+        for mark in (self.folder / "applied").iterdir():
+            if mark.name.isdigit() and _alive(int(mark.name)):
+                with contextlib.suppress(OSError, ValueError):
+                    if int(mark.read_text()) < seq:
+                        waiting.append(int(mark.name))
+        return waiting

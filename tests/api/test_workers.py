@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -20,9 +21,10 @@ import httpx
 import pytest
 
 from bench.harness.server import Server, start_server
-from service.api.workers import WorkerGroup
+from service.api.workers import ControlJournal, WorkerGroup
 from service.settings import Settings, available_cpus
 from tests.api.conftest import png_bytes
+from tests.tiny_model import export_tiny
 
 IMAGE = {"content": png_bytes(), "headers": {"content-type": "image/png"}}
 
@@ -185,6 +187,39 @@ def _shared_folder(server: Server) -> str:
     return next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_model_changes_reach_every_worker_even_one_started_later(model_store_dir, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(model_store_dir / "tiny", store / "tiny")
+    export_tiny(store / "other", name="other")
+    server = start_server(store, log_dir=tmp_path, workers=2, log_level="info")
+
+    def readiness(http: httpx.Client) -> set[int]:
+        return {http.get("/v2/models/other/ready").status_code for _ in range(10)}
+
+    try:
+        with _fresh(server) as http:
+            assert readiness(http) == {200}
+            r = http.post("/v2/repository/models/other/unload")
+            assert r.status_code == 200, r.text
+            assert readiness(http) == {404}  # whichever worker answers: unloaded
+            assert _access_pids(server, "/v2/models/other/ready") == set(server.workers())
+            assert http.post("/v2/repository/models/nowhere/load").status_code == 404
+            # A worker started after the unload does not serve the model either.
+            victim = server.workers()[0]
+            os.kill(victim, signal.SIGKILL)
+            _wait(lambda: len(server.workers()) == 2 and victim not in server.workers(), 10, "a worker was spawned")
+            _wait(lambda: http.get("/readyz").status_code == 200, 60, "the server was ready again")
+            assert readiness(http) == {404}
+            r = http.post("/v2/repository/models/other/load")
+            assert r.status_code == 200, r.text
+            assert readiness(http) == {200}
+            assert _access_pids(server, "/v2/models/other/ready") >= set(server.workers())
+    finally:
+        server.terminate()
+
+
 # -- the pieces, in one process ------------------------------------------------------------------------------
 
 
@@ -247,3 +282,16 @@ def test_cpus_are_shared_out_among_workers(monkeypatch):
 
 def test_available_cpus_respects_the_affinity_mask():
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_the_journal_orders_changes_and_knows_who_is_behind(tmp_path):
+    journal = ControlJournal(tmp_path)
+    assert [journal.append("unload", "a"), journal.append("load", "a"), journal.append("load", "b")] == [1, 2, 3]
+    assert [(e["seq"], e["action"], e["model"]) for e in journal.entries(1)] == [(2, "load", "a"), (3, "load", "b")]
+    with open(journal.path, "a") as f:
+        f.write('{"seq": 4, "act')  # a line still being written is not an entry yet
+    assert len(journal.entries()) == 3
+    journal.applied(2)
+    assert journal.behind(3) == [os.getpid()] and journal.behind(2) == []
+    (journal.folder / "applied" / str(_dead_pid())).write_text("0")  # a dead worker is not waited for
+    assert journal.behind(3) == [os.getpid()]
