@@ -1,6 +1,6 @@
-"""``inference.GRPCInferenceService`` over the running service's state: the v2 REST routes' checks,
-conversions and limits (service.api.routes.v2), the same API key and metrics, on grpcio's asyncio
-server in the app's own event loop.
+"""``inference.GRPCInferenceService`` over the running service's state: the RPCs of
+``inference_service.py`` (the protocol of ``service.api.v2_core``, shared with the REST routes) behind
+the same API key and metrics as HTTP, on grpcio's asyncio server in the app's own event loop.
 
 Each RPC maps a ``ServiceError`` to the gRPC status of its HTTP status, with the same message.
 """
@@ -14,19 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
-import torch
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
-import service
-from service.api.cost import FLOAT32, check_response_bytes
 from service.api.deps import ServiceState, api_key_matches
-from service.api.errors import InvalidInput, ModelNotReady, ServiceError, Unauthorized, _validation_message
+from service.api.errors import ServiceError, Unauthorized, _validation_message
 from service.api.grpc import messages as pb
-from service.api.guard import run_codec
-from service.api.routes import v2
-from service.api.schemas import V2InferRequest
+from service.api.grpc.inference_service import REPOSITORY_RPCS, InferenceService
+from service.api.repository import Repository
 
 logger = logging.getLogger("bnn.api")
 
@@ -34,6 +28,7 @@ logger = logging.getLogger("bnn.api")
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -47,139 +42,22 @@ _STATUS = {
 SHUTDOWN_GRACE_S = 5.0
 # Probes answer without the API key, as /v2/health/* do over HTTP.
 _OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})
-# What this face serves of the protocol's extensions (configuration and statistics are HTTP's only).
-EXTENSIONS = ["classification"]
 
-Rpc = Callable[[ServiceState, Any, Any], Awaitable[Any]]
+Rpc = Callable[[Any, Any], Awaitable[Any]]
 
-
-async def _server_live(state: ServiceState, request: Any, context: Any) -> Any:
-    return pb.ServerLiveResponse(live=True)
-
-
-async def _server_ready(state: ServiceState, request: Any, context: Any) -> Any:
-    return pb.ServerReadyResponse(ready=state.ready)
-
-
-async def _model_ready(state: ServiceState, request: Any, context: Any) -> Any:
-    v2._known(state, request.name)
-    try:
-        state.resolve(request.name, request.version or None)  # NOT_FOUND for a version the model does not have
-    except ModelNotReady:
-        return pb.ModelReadyResponse(ready=False)
-    return pb.ModelReadyResponse(ready=True)
-
-
-async def _server_metadata(state: ServiceState, request: Any, context: Any) -> Any:
-    return pb.ServerMetadataResponse(name="bnn-serve", version=service.__version__, extensions=EXTENSIONS)
-
-
-async def _model_metadata(state: ServiceState, request: Any, context: Any) -> Any:
-    about = v2._metadata(state, request.name, request.version or None)
-    return pb.ModelMetadataResponse(
-        name=about.name,
-        versions=about.versions,
-        platform=about.platform,
-        inputs=[t.model_dump() for t in about.inputs],
-        outputs=[t.model_dump() for t in about.outputs],
-    )
-
-
-async def _model_infer(state: ServiceState, request: Any, context: Any) -> Any:
-    """The inference, counted in the model's statistics as the v2 REST route counts its own."""
-    model, batcher = state.resolve(request.model_name, request.model_version or None)
-    start = time.perf_counter()
-    try:
-        response = await _infer(state, model, batcher, request, context)
-    except BaseException:
-        batcher.stats.request_done(False, time.perf_counter() - start)
-        raise
-    batcher.stats.request_done(True, time.perf_counter() - start)
-    return response
-
-
-async def _infer(state: ServiceState, model: Any, batcher: Any, request: Any, context: Any) -> Any:
-    settings = state.settings
-    req, raw = _as_v2_request(request)
-    # Every output travels in raw_output_contents: the REST route's binary form, split per output.
-    requested = [(name, k, True) for name, k, _ in v2._requested_outputs(req)]
-    images = v2._declared_batch(req, settings.max_queue_size)
-    response_bytes, _ = v2._response_size(requested, images, model)
-    check_response_bytes(response_bytes, settings.max_response_bytes, "the response")
-    spec = model.input
-    input_bytes = FLOAT32 * images * spec.channels * spec.height * spec.width
-    # the request's raw bytes, the input (and its float32 copy), the logits and probabilities, the response
-    peak = len(raw) + 2 * input_bytes + 2 * FLOAT32 * images * model.num_classes + 2 * response_bytes
-    reservation = await state.budget.reserve(peak, f"this inference of {images} images")
-    try:
-        batch = await run_in_threadpool(v2._input_tensor, req, raw, model, settings.max_queue_size)
-        del raw
-        assert isinstance(batch, torch.Tensor)  # BYTES inputs are refused in _as_v2_request
-        remaining = context.time_remaining()  # the client's deadline, when it set one
-        timeout_s = settings.request_timeout_s if remaining is None else min(settings.request_timeout_s, remaining)
-        logits = await batcher.predict(batch, max(timeout_s, 0.001))
-        outputs, blob = await run_codec(v2._outputs, requested, logits, list(model.labels))
-    finally:
-        reservation.release()
-    response = pb.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
-    pos = 0
-    for out in outputs:
-        size = (out.parameters or {})["binary_data_size"]
-        response.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
-        response.raw_output_contents.append(blob[pos : pos + size])
-        pos += size
-    return response
-
-
-def _as_v2_request(request: Any) -> tuple[V2InferRequest, bytes]:
-    """The request as the REST route's model and its binary tensor data: raw_input_contents become
-    binary data (``binary_data_size``), typed contents the JSON form's ``data``."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
-    inputs: list[dict[str, Any]] = []
-    for i, t in enumerate(request.inputs):
-        if t.datatype == "BYTES":
-            raise InvalidInput(
-                f"input {t.name!r}: BYTES (encoded images) is served over HTTP only; send FP32 [N, C, H, W] over gRPC"
-            )
-        tensor: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-        parameters = _parameters(t.parameters)
-        if raw:
-            parameters["binary_data_size"] = len(raw[i])
-        else:
-            tensor["data"] = list(t.contents.fp32_contents)
-        tensor["parameters"] = parameters or None
-        inputs.append(tensor)
-    body = {
-        "id": request.id or None,
-        "parameters": _parameters(request.parameters) or None,
-        "inputs": inputs,
-        "outputs": [{"name": o.name, "parameters": _parameters(o.parameters) or None} for o in request.outputs],
-    }
-    try:
-        req = V2InferRequest.model_validate(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-    return req, raw[0] if len(raw) == 1 else b"".join(raw)
-
-
-def _parameters(parameters: Any) -> dict[str, Any]:
-    """InferParameter values as the JSON form's plain ones."""
-    values = {}
-    for key, value in parameters.items():
-        choice = value.WhichOneof("parameter_choice")
-        values[key] = getattr(value, choice) if choice is not None else None
-    return values
-
-
-_RPCS: dict[str, tuple[Rpc, Any, Any]] = {
-    "ServerLive": (_server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
-    "ServerReady": (_server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
-    "ModelReady": (_model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
-    "ServerMetadata": (_server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-    "ModelMetadata": (_model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-    "ModelInfer": (_model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+# Every RPC served: its request and response messages (the coroutine is InferenceService's method of its name).
+RPCS: dict[str, tuple[Any, Any]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
 }
 
 
@@ -191,7 +69,7 @@ def _authorized(context: Any, api_key: bytes) -> bool:
     return api_key_matches(metadata, api_key)
 
 
-def _handler(state: ServiceState, method: str, rpc: Rpc, api_key: bytes | None) -> Callable[..., Awaitable[Any]]:
+def _handler(state: ServiceState, method: str, rpc: Rpc, api_key: bytes | None) -> Rpc:
     """The RPC behind the API key, its errors mapped to statuses, counted as HTTP requests are."""
     route = f"grpc:/{pb.SERVICE}/{method}"
     metrics = state.metrics
@@ -208,7 +86,7 @@ def _handler(state: ServiceState, method: str, rpc: Rpc, api_key: bytes | None) 
         try:
             if required_key is not None and not _authorized(context, required_key):
                 raise Unauthorized()
-            response = await rpc(state, request, context)
+            response = await rpc(request, context)
         except ServiceError as exc:
             status, message = _STATUS.get(exc.status_code, grpc.StatusCode.UNKNOWN), exc.message
         except RequestValidationError as exc:
@@ -233,30 +111,42 @@ def _handler(state: ServiceState, method: str, rpc: Rpc, api_key: bytes | None) 
     return handle
 
 
-async def start_grpc_server(state: ServiceState) -> Any:
-    """The started gRPC server on ``settings.grpc_port`` (None when that is unset or 0). A port set
-    explicitly that it cannot listen on stops start-up, as the HTTP port does; the default one is
-    skipped with an error logged."""
+def build_grpc_server(state: ServiceState, repository: Repository | None = None) -> Any:
+    """A gRPC server (not yet listening) with every RPC of :data:`RPCS`; without ``repository``, the
+    repository RPCs are left out (UNIMPLEMENTED)."""
     settings = state.settings
-    if not settings.grpc_port:
-        return None
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", settings.max_response_bytes),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not a second server sharing it
+            # One worker: a port in use is an error, not a second server sharing it. Several: each worker
+            # listens on the port and the kernel shares the connections out.
+            ("grpc.so_reuseport", 1 if state.workers.shared else 0),
         ]
     )
+    rpcs = InferenceService(state, repository)
     handlers = {
         method: grpc.unary_unary_rpc_method_handler(
-            _handler(state, method, rpc, api_key),
+            _handler(state, method, getattr(rpcs, method), api_key),
             request_deserializer=request_type.FromString,
             response_serializer=response_type.SerializeToString,
         )
-        for method, (rpc, request_type, response_type) in _RPCS.items()
+        for method, (request_type, response_type) in RPCS.items()
+        if repository is not None or method not in REPOSITORY_RPCS
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(pb.SERVICE, handlers),))
+    return server
+
+
+async def start_grpc_server(state: ServiceState, repository: Repository | None = None) -> Any:
+    """The started gRPC server on ``settings.grpc_port`` (None when that is unset or 0), serving the
+    repository RPCs on ``repository``. A port set explicitly that it cannot listen on stops start-up,
+    as the HTTP port does; the default one is skipped with an error logged."""
+    settings = state.settings
+    if not settings.grpc_port:
+        return None
+    server = build_grpc_server(state, repository)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:

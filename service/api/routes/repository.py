@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.api import v2_core as core
 from service.api.deps import ApiKeyDep
-from service.api.errors import InvalidInput, ServiceError
+from service.api.errors import InvalidInput
 from service.api.repository import Repository
 from service.api.schemas import ErrorBody, RepositoryIndexEntry
 
@@ -22,15 +23,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ModelControlOff(ServiceError):
-    status_code = 403
-
-
-def _repository(request: Request, changes: bool = False) -> Repository:
-    repository: Repository = request.app.state.repository
-    if changes and repository.settings.model_control == "none":
-        raise ModelControlOff("models cannot be loaded or unloaded: model control is off (BNN_MODEL_CONTROL=none)")
-    return repository
+def _repository(request: Request) -> Repository:
+    return request.app.state.repository
 
 
 async def _options(request: Request) -> dict[str, Any]:
@@ -62,10 +56,7 @@ async def index(request: Request) -> list[dict[str, str]]:
     """Each served version as READY; a model folder that is not served as UNAVAILABLE, with the
     reason. A body ``{"ready": true}`` lists only the served ones."""
     body = await _options(request)
-    entries = _repository(request).index()
-    if body.get("ready") is True:
-        entries = [e for e in entries if e["state"] == "READY"]
-    return entries
+    return core.repository_index(_repository(request), ready_only=body.get("ready") is True)
 
 
 @router.post(
@@ -76,7 +67,7 @@ async def load(name: str, request: Request) -> dict:
     the versions it replaces finish their requests in flight. If the folder does not load, what was
     served stays served and the answer is 400 with the reason."""
     await _options(request)  # Triton's parameters (a config override, files) have no meaning here
-    await _repository(request, changes=True).load(name)
+    await core.load_model(_repository(request), name)
     return {}
 
 
@@ -84,5 +75,5 @@ async def load(name: str, request: Request) -> dict:
 async def unload(name: str, request: Request) -> dict:
     """Its requests in flight still get their answers; new ones get 404."""
     await _options(request)  # e.g. {"parameters": {"unload_dependents": false}}: no dependents here
-    await _repository(request, changes=True).unload(name)
+    await core.unload_model(_repository(request), name)
     return {}
