@@ -300,15 +300,7 @@ def input_tensor(req: V2InferRequest, binary: bytes, model: Any, max_images: int
     if t.shape[0] > max_images:
         raise PayloadTooLarge(f"batch of {t.shape[0]} images; the limit is {max_images}")
     count = math.prod(t.shape)
-    size = (t.parameters or {}).get("binary_data_size")
-    if size is not None:
-        array = _binary_input(t, size, count, binary)
-    elif t.data is None:
-        raise InvalidInput(f"input {t.name!r} has neither data nor the parameter binary_data_size")
-    elif binary:
-        raise InvalidInput(f"{len(binary)} bytes follow the JSON header, but no input has binary_data_size")
-    else:
-        array = _json_input(t, count)
+    array = _binary_input(t, count, binary) if _in_binary_data(t, binary) else _json_input(t, count)
     if not np.isfinite(array).all():  # a model's float layers would turn them into null logits
         raise InvalidInput(f"input {t.name!r}: data must be finite (no NaN or infinity)")
     return torch.from_numpy(array.reshape(t.shape))
@@ -326,9 +318,22 @@ def _json_input(t: V2InputTensor, count: int) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _binary_input(t: V2InputTensor, size: Any, count: int, binary: bytes) -> np.ndarray:
-    if t.data is not None:
-        raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
+def _in_binary_data(t: V2InputTensor, binary: bytes) -> bool:
+    """Whether the input's values are the binary tensor data (it has ``binary_data_size``) rather
+    than its ``data``; an input with both, neither, or data beside unclaimed binary data is refused."""
+    if (t.parameters or {}).get("binary_data_size") is not None:
+        if t.data is not None:
+            raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
+        return True
+    if t.data is None:
+        raise InvalidInput(f"input {t.name!r} has neither data nor the parameter binary_data_size")
+    if binary:
+        raise InvalidInput(f"{len(binary)} bytes follow the JSON header, but no input has binary_data_size")
+    return False
+
+
+def _binary_input(t: V2InputTensor, count: int, binary: bytes) -> np.ndarray:
+    size = (t.parameters or {})["binary_data_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size != 4 * count:
         raise InvalidInput(
             f"input {t.name!r}: binary_data_size must be {4 * count} ({count} FP32 values "
@@ -352,19 +357,13 @@ def _encoded_images(t: V2InputTensor, binary: bytes, max_images: int) -> Encoded
     n = t.shape[0]
     if n > max_images:
         raise PayloadTooLarge(f"batch of {n} images; the limit is {max_images}")
-    size = (t.parameters or {}).get("binary_data_size")
-    if size is not None:
-        if t.data is not None:
-            raise InvalidInput(f"input {t.name!r} has both data and binary_data_size")
+    if _in_binary_data(t, binary):
+        size = (t.parameters or {})["binary_data_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
             raise InvalidInput(
                 f"input {t.name!r}: binary_data_size is {size!r}, but {len(binary)} bytes follow the JSON header"
             )
         elements = _length_prefixed(t, binary, n)
-    elif t.data is None:
-        raise InvalidInput(f"input {t.name!r} has neither data nor the parameter binary_data_size")
-    elif binary:
-        raise InvalidInput(f"{len(binary)} bytes follow the JSON header, but no input has binary_data_size")
     else:
         elements = _json_strings(t, n)
     return [(f"input {t.name!r} element {i}", element) for i, element in enumerate(elements)]
