@@ -20,10 +20,16 @@ pip_talk() { grep --line-buffered -v -E "^Requirement already satisfied|^\s*$" |
 #   cmake, g++             build native/; libgtest-dev is GoogleTest for its C++ tests (native/tests)
 #   wrk                    drives the service load benchmark (bench/load_predict.py)
 #   chromium               renders /docs headless in the offline-docs test (tests/api/test_docs_offline.py)
+#   g++-aarch64-linux-gnu, qemu-user  cross-compile native/ and its C++ tests for AArch64 and run them
+#                          emulated, on the NEON and portable paths (tests/native/test_arm.py)
+#   llvm-19                llvm-mca with a Neoverse N1 pipeline model (bench/arm_mca.py)
 missing=()
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
 for tool in cmake g++ wrk chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 dpkg -s libgtest-dev >/dev/null 2>&1 || missing+=(libgtest-dev)
+command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+command -v llvm-mca-19 >/dev/null || missing+=(llvm-19)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]} (apt-get; chromium alone is a few hundred MB)"
   as_root apt-get update -qq

@@ -22,25 +22,57 @@ constexpr int kMaxPx = 4;
 // cannot overflow it; longer reductions widen the counters to 32 bits between chunks.
 constexpr int64_t kChunkWords = 1023;
 
-// Adds the popcounts of a ^ w (w: the 16 channels' words in 8 registers, channels 2j and 2j + 1
-// in register j) to acc (channels 0..7 and 8..15 as 16-bit lanes).
-__attribute__((always_inline)) inline void accumulate_word(uint8x16_t a, const uint8x16_t w[8], uint16x8_t acc[2]) {
-  uint8x16_t c[8];
-#pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) c[j] = vcntq_u8(veorq_u8(a, w[j]));
-  // c[j]: bytes 0..7 count channel 2j, bytes 8..15 channel 2j + 1. Two pairwise adds leave 4 bytes
-  // per channel (e), a third 2 bytes per channel in channel order (f); UADALP sums each pair.
-  const uint8x16_t e0 = vpaddq_u8(c[0], c[1]), e1 = vpaddq_u8(c[2], c[3]);
-  const uint8x16_t e2 = vpaddq_u8(c[4], c[5]), e3 = vpaddq_u8(c[6], c[7]);
-  acc[0] = vpadalq_u8(acc[0], vpaddq_u8(e0, e1));
-  acc[1] = vpadalq_u8(acc[1], vpaddq_u8(e2, e3));
+// Adds the popcounts of a ^ w to acc (channels 0..7 and 8..15 as 16-bit lanes), where a is the
+// 64-bit word at `word` in both halves of a register and w the 16 channels' words in 8 registers
+// (channels 2j and 2j + 1 in register j). Written as one asm block so that the compiler cannot
+// interleave the pixels of a tile into more live registers than there are (it spilled to the
+// stack when it did) nor turn the broadcast load into a load and a DUP on the vector pipes.
+__attribute__((always_inline)) inline void accumulate_word(const uint64_t* word, const uint8x16_t w[8],
+                                                           uint16x8_t acc[2]) {
+  uint8x16_t a, t0, t1, t2, t3, t4, t5, t6, t7;
+  uint16x8_t acc0 = acc[0], acc1 = acc[1];
+  __asm__(
+      "ld1r {%[a].2d}, [%[word]]\n\t"
+      "eor %[t0].16b, %[a].16b, %[w0].16b\n\t"
+      "eor %[t1].16b, %[a].16b, %[w1].16b\n\t"
+      "eor %[t2].16b, %[a].16b, %[w2].16b\n\t"
+      "eor %[t3].16b, %[a].16b, %[w3].16b\n\t"
+      "cnt %[t0].16b, %[t0].16b\n\t"
+      "cnt %[t1].16b, %[t1].16b\n\t"
+      "eor %[t4].16b, %[a].16b, %[w4].16b\n\t"
+      "eor %[t5].16b, %[a].16b, %[w5].16b\n\t"
+      "cnt %[t2].16b, %[t2].16b\n\t"
+      "cnt %[t3].16b, %[t3].16b\n\t"
+      "eor %[t6].16b, %[a].16b, %[w6].16b\n\t"
+      "eor %[t7].16b, %[a].16b, %[w7].16b\n\t"
+      "cnt %[t4].16b, %[t4].16b\n\t"
+      "cnt %[t5].16b, %[t5].16b\n\t"
+      "cnt %[t6].16b, %[t6].16b\n\t"
+      "cnt %[t7].16b, %[t7].16b\n\t"
+      // t_j: bytes 0..7 count channel 2j, bytes 8..15 channel 2j + 1. Two pairwise adds leave 4
+      // bytes per channel, a third 2 bytes per channel in channel order; UADALP sums each pair.
+      "addp %[t0].16b, %[t0].16b, %[t1].16b\n\t"
+      "addp %[t2].16b, %[t2].16b, %[t3].16b\n\t"
+      "addp %[t4].16b, %[t4].16b, %[t5].16b\n\t"
+      "addp %[t6].16b, %[t6].16b, %[t7].16b\n\t"
+      "addp %[t0].16b, %[t0].16b, %[t2].16b\n\t"
+      "addp %[t4].16b, %[t4].16b, %[t6].16b\n\t"
+      "uadalp %[acc0].8h, %[t0].16b\n\t"
+      "uadalp %[acc1].8h, %[t4].16b\n\t"
+      : [acc0] "+w"(acc0), [acc1] "+w"(acc1), [a] "=&w"(a), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2),
+        [t3] "=&w"(t3), [t4] "=&w"(t4), [t5] "=&w"(t5), [t6] "=&w"(t6), [t7] "=&w"(t7)
+      : [word] "r"(word), [w0] "w"(w[0]), [w1] "w"(w[1]), [w2] "w"(w[2]), [w3] "w"(w[3]),
+        [w4] "w"(w[4]), [w5] "w"(w[5]), [w6] "w"(w[6]), [w7] "w"(w[7]));
+  acc[0] = acc0, acc[1] = acc1;
 }
 
-// The 16-bit counts of words k0 .. k1 - 1 (at most kChunkWords) of PX pixels.
-template <int PX>
+// Counts words k0 .. k1 - 1 (at most kChunkWords) of PX pixels into 16-bit counters, then hands
+// them to `done` (acc[p][h]: pixel p, channels 8h .. 8h + 7). The counters stay locals of this
+// function: copied out to an array, GCC kept them in memory and stored them on every word.
+template <int PX, class Done>
 __attribute__((always_inline)) inline void count_words(const uint64_t* in, int64_t pix_stride, const int64_t* offs,
-                                                       int64_t k0, int64_t k1, const uint64_t* wblk,
-                                                       uint16x8_t acc[][2]) {
+                                                       int64_t k0, int64_t k1, const uint64_t* wblk, Done&& done) {
+  uint16x8_t acc[PX][2];
 #pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) acc[p][0] = acc[p][1] = vdupq_n_u16(0);
   for (int64_t i = k0; i < k1; ++i) {
@@ -50,9 +82,9 @@ __attribute__((always_inline)) inline void count_words(const uint64_t* in, int64
     for (int j = 0; j < 8; ++j) w[j] = vld1q_u8(wt + 16 * j);
     const uint64_t* word = in + offs[i];
 #pragma GCC unroll 16
-    for (int p = 0; p < PX; ++p)
-      accumulate_word(vreinterpretq_u8_u64(vld1q_dup_u64(word + p * pix_stride)), w, acc[p]);
+    for (int p = 0; p < PX; ++p) accumulate_word(word + p * pix_stride, w, acc[p]);
   }
+  done(acc);
 }
 
 // val = k_total - 2 * popcount for 4 channels.
@@ -63,32 +95,32 @@ inline void store_counts(int32_t* val, int32_t k_total, uint32x4_t pc) {
 template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
-  uint16x8_t acc[PX][2];
   if (K <= kChunkWords) {
-    count_words<PX>(in, pix_stride, offs, 0, K, wblk, acc);
+    count_words<PX>(in, pix_stride, offs, 0, K, wblk, [&](const uint16x8_t (&acc)[PX][2]) {
 #pragma GCC unroll 16
-    for (int p = 0; p < PX; ++p)
+      for (int p = 0; p < PX; ++p)
 #pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        store_counts(val + p * 16 + 8 * h, k_total, vmovl_u16(vget_low_u16(acc[p][h])));
-        store_counts(val + p * 16 + 8 * h + 4, k_total, vmovl_high_u16(acc[p][h]));
-      }
+        for (int h = 0; h < 2; ++h) {
+          store_counts(val + p * 16 + 8 * h, k_total, vmovl_u16(vget_low_u16(acc[p][h])));
+          store_counts(val + p * 16 + 8 * h + 4, k_total, vmovl_high_u16(acc[p][h]));
+        }
+    });
     return;
   }
-  // A long reduction: chunks of 16-bit counts summed in 32 bits.
-  uint32x4_t wide[PX][4];
+  // A long reduction: 32-bit sums of the chunks' 16-bit counts, on the stack.
+  alignas(16) uint32_t wide[PX][16] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kChunkWords)
+    count_words<PX>(in, pix_stride, offs, k0, std::min(K, k0 + kChunkWords), wblk,
+                    [&](const uint16x8_t (&acc)[PX][2]) {
+                      for (int p = 0; p < PX; ++p)
+                        for (int h = 0; h < 2; ++h) {
+                          uint32_t* d = wide[p] + 8 * h;
+                          vst1q_u32(d, vaddw_u16(vld1q_u32(d), vget_low_u16(acc[p][h])));
+                          vst1q_u32(d + 4, vaddw_high_u16(vld1q_u32(d + 4), acc[p][h]));
+                        }
+                    });
   for (int p = 0; p < PX; ++p)
-    for (int q = 0; q < 4; ++q) wide[p][q] = vdupq_n_u32(0);
-  for (int64_t k0 = 0; k0 < K; k0 += kChunkWords) {
-    count_words<PX>(in, pix_stride, offs, k0, std::min(K, k0 + kChunkWords), wblk, acc);
-    for (int p = 0; p < PX; ++p)
-      for (int h = 0; h < 2; ++h) {
-        wide[p][2 * h] = vaddw_u16(wide[p][2 * h], vget_low_u16(acc[p][h]));
-        wide[p][2 * h + 1] = vaddw_high_u16(wide[p][2 * h + 1], acc[p][h]);
-      }
-  }
-  for (int p = 0; p < PX; ++p)
-    for (int q = 0; q < 4; ++q) store_counts(val + p * 16 + 4 * q, k_total, wide[p][q]);
+    for (int q = 0; q < 4; ++q) store_counts(val + p * 16 + 4 * q, k_total, vld1q_u32(wide[p] + 4 * q));
 }
 
 // float(v) * scale + bias for four channels, as the reference computes it (a multiply, then an add:

@@ -15,7 +15,7 @@ import torch
 
 from service import _core
 
-ISAS = ("avx512", "avx2", "portable")
+ISAS = ("avx512", "avx2", "neon", "portable")
 
 # Cancellation: a token bound to a thread stops that thread's packing and convolutions within one
 # work item (a row of output) of ``token.cancel()`` (from any thread) or of its ``timeout_s``
@@ -39,7 +39,7 @@ def active_isa() -> str:
 
 def set_isa(name: str) -> None:
     if name not in ISAS:
-        raise ValueError(f"unknown instruction set {name!r}: expected 'avx512', 'avx2' or 'portable'")
+        raise ValueError(f"unknown instruction set {name!r}: expected 'avx512', 'avx2', 'neon' or 'portable'")
     if name not in available_isas():
         raise ValueError(f"instruction set {name!r} is not supported here; available: {available_isas()}")
     _core.set_isa(name)
@@ -77,7 +77,9 @@ def configure(threads: int | None = None, isa: str | None = None) -> None:
     naming it and changes nothing."""
     if isa is not None and isa != "auto":
         if isa not in ISAS:
-            raise ValueError(f"unknown instruction set {isa!r}: expected 'auto', 'avx512', 'avx2' or 'portable'")
+            raise ValueError(
+                f"unknown instruction set {isa!r}: expected 'auto', 'avx512', 'avx2', 'neon' or 'portable'"
+            )
         if isa not in available_isas():
             raise ValueError(f"instruction set {isa!r} is not supported here; available: {available_isas()}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
