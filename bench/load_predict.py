@@ -2,7 +2,14 @@
 binary model vs the same architecture in float (both served by this service, the same way).
 
     .venv/bin/python bench/load_predict.py [--seconds 4] [--concurrency 1 8 32] [--images 1] [--batching on off]
-        [--variants binary float bireal bireal-float] [--client wrk]
+        [--variants binary float bireal bireal-float] [--client wrk] [--workers 1 2] [--body multipart raw]
+        [--baseline /tmp/bnn-base]
+
+``--workers``: the current server with each number of worker processes (kernel threads: --threads each).
+``--body raw`` sends the image as the whole request body (``Content-Type: image/png``), ``multipart`` as a
+form upload. ``--baseline CHECKOUT``: the same cells, alternated cell by cell, against the server of an
+older checkout (``git worktree add /tmp/bnn-base fec50ee``; run through bench/harness/checkout.py; one
+worker, multipart only when it predates the raw body), so old and new are measured in the same run.
 
 Bounded: each (variant, batching, concurrency) cell runs for --seconds (and, with the httpx client,
 at most --max-requests), after a short warm-up. The load comes from `wrk` (Debian's package: a C
@@ -37,6 +44,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.harness import checkout  # noqa: E402 - after the path, to run as a file
+from bench.harness import server as harness  # noqa: E402
+from bench.harness.server import Server  # noqa: E402
 
 LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 INPUT = {"channels": 1, "height": 28, "width": 28, "mean": [0.286], "std": [0.353]}
@@ -85,26 +96,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(store: Path, max_batch_size: int, threads: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "BNN_MODEL_STORE": str(store), "BNN_MAX_BATCH_SIZE": str(max_batch_size),
-           "BNN_MAX_QUEUE_DELAY_MS": "2", "BNN_MAX_QUEUE_SIZE": "4096", "BNN_KERNEL_THREADS": str(threads),
-           "BNN_LOG_LEVEL": "warning", "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start-up")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server not ready in 120 s")
+def start_server(store: Path, max_batch_size: int, threads: int, workers: int = 1,
+                 baseline: Path | None = None) -> Server:
+    """The server on ``store`` (the current code, or ``baseline``'s), ready; its log in a temporary folder."""
+    settings = dict(max_batch_size=max_batch_size, max_queue_delay_ms=2, max_queue_size=4096, kernel_threads=threads,
+                    workers=workers, log_level="warning")
+    launch = checkout.launcher(baseline) if baseline is not None else None
+    return harness.start_server(store, ready_timeout=120, launcher=launch, **settings)
+
+
+def memory(server: Server) -> dict:
+    """Resident and proportional memory (MiB) of the server's processes: each worker's (or the one
+    process's), and the supervisor's when there are workers."""
+    def mib(pid: int, field: str) -> float:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return float("nan")
+
+    workers = server.workers() or [server.pid]
+    out = {"rss_mib_per_worker": [mib(p, "Rss") for p in workers], "pss_mib_per_worker": [mib(p, "Pss") for p in workers]}
+    if server.workers():
+        out["supervisor_rss_mib"] = mib(server.pid, "Rss")
+    return out
 
 
 def cpu_model() -> str:
@@ -175,7 +189,7 @@ local f = assert(io.open(os.getenv("BNN_WRK_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*all")
 f:close()
-wrk.headers["Content-Type"] = "multipart/form-data; boundary=bnnbenchboundary"
+wrk.headers["Content-Type"] = os.getenv("BNN_WRK_TYPE")
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("WRK %d %d %d %d %d %f\\n", summary.requests,
@@ -185,17 +199,26 @@ end
 """
 
 
-def run_cell_wrk(url: str, model: str, image: bytes, concurrency: int, seconds: float, images: int = 1) -> dict:
-    """The same cell driven by wrk (one client thread, ``concurrency`` connections)."""
+def run_cell_wrk(url: str, model: str, image: bytes, concurrency: int, seconds: float, images: int = 1,
+                 raw: bool = False) -> dict:
+    """The same cell driven by wrk (one client thread, ``concurrency`` connections); ``raw``: the one
+    image as the whole body."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body"
-        part = (b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-                b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n")
-        body.write_bytes(part * images + b"--bnnbenchboundary--\r\n")
+        if raw:
+            if images != 1:
+                raise SystemExit("--body raw carries one image per request")
+            body.write_bytes(image)
+            content_type = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+        else:
+            part = (b"--bnnbenchboundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                    b"Content-Type: application/octet-stream\r\n\r\n" + image + b"\r\n")
+            body.write_bytes(part * images + b"--bnnbenchboundary--\r\n")
+            content_type = "multipart/form-data; boundary=bnnbenchboundary"
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         target = f"{url}/predict?model={model}&top_k=1"
-        env = dict(os.environ, BNN_WRK_BODY=str(body))
+        env = dict(os.environ, BNN_WRK_BODY=str(body), BNN_WRK_TYPE=content_type)
         subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), target],  # warm-up
                        env=env, capture_output=True, check=True)
         out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
@@ -221,8 +244,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
                         help="load generator (default: wrk when installed)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker processes of the current server")
+    parser.add_argument("--body", nargs="+", choices=["multipart", "raw"], default=["multipart"],
+                        help="how the image travels: a multipart form, or the raw request body")
+    parser.add_argument("--baseline", type=Path, help="an older checkout, served alongside (one worker)")
     args = parser.parse_args()
+    if args.client != "wrk" and "raw" in args.body:
+        raise SystemExit("--body raw needs the wrk client")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # torch's pool in step with the kernel's, per worker
 
+    # Each server configuration: (label, workers, baseline checkout or None, bodies it takes).
+    servers = [(f"current, {w} worker{'s' if w > 1 else ''}", w, None, args.body) for w in args.workers]
+    if args.baseline is not None:
+        old_bodies = [b for b in args.body if b == "multipart"]  # the raw body came with issue 15
+        servers.insert(0, (f"baseline {args.baseline.name}", 1, args.baseline.resolve(), old_bodies))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         stores = build_stores(Path(tmp), args.variants)
@@ -231,38 +266,58 @@ def main() -> None:
             for batching, max_batch in (("on", 32), ("off", 1)):
                 if batching not in args.batching:
                     continue
-                proc, url = start_server(store, max_batch, args.threads)
-                try:
-                    for c in args.concurrency:
-                        if args.client == "wrk":
-                            cell = run_cell_wrk(url, model, image, c, args.seconds, args.images)
-                        else:
-                            cell = asyncio.run(run_cell(url, model, image, c, args.seconds, args.max_requests, args.images))
-                        cell.update(variant=variant, batching=batching, concurrency=c, images_per_request=args.images,
-                                    images_per_s=round(cell["rps"] * args.images, 1))
-                        results.append(cell)
-                        print(json.dumps(cell), flush=True)
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=30)
+                for label, workers, baseline, bodies in servers:
+                    server = start_server(store, max_batch, args.threads, workers, baseline)
+                    try:
+                        for body in bodies:
+                            for c in args.concurrency:
+                                if args.client == "wrk":
+                                    cell = run_cell_wrk(server.url, model, image, c, args.seconds, args.images,
+                                                        raw=body == "raw")
+                                else:
+                                    cell = asyncio.run(run_cell(server.url, model, image, c, args.seconds,
+                                                                args.max_requests, args.images))
+                                cell.update(server=label, variant=variant, batching=batching, body=body,
+                                            concurrency=c, images_per_request=args.images,
+                                            images_per_s=round(cell["rps"] * args.images, 1))
+                                results.append(cell)
+                                print(json.dumps(cell), flush=True)
+                        print(json.dumps({"server": label, "variant": variant, "batching": batching, **memory(server)}),
+                              flush=True)
+                    finally:
+                        server.terminate()
 
-    def rps(variant, batching, c):
-        return next((r["rps"] for r in results if (r["variant"], r["batching"], r["concurrency"]) == (variant, batching, c)), None)
+    def rps(variant, batching, c, server=None, body=None):
+        server = server or servers[-1][0]
+        body = body or args.body[-1]
+        return next((r["rps"] for r in results if (r["server"], r["variant"], r["batching"], r["body"], r["concurrency"])
+                     == (server, variant, batching, body, c)), None)
 
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, client {args.client}")
-    print("| model | batching | concurrency | images/request | req/s | images/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| server | model | batching | body | concurrency | images/request | req/s | images/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['variant']} | {r['batching']} | {r['concurrency']} | {r['images_per_request']} | {r['rps']} | "
-              f"{r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+        print(f"| {r['server']} | {r['variant']} | {r['batching']} | {r['body']} | {r['concurrency']} | "
+              f"{r['images_per_request']} | {r['rps']} | {r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
+              f"{r['errors']} |")
     top = max(args.concurrency)
+    current = [label for label, _, baseline, _ in servers if baseline is None]
     for variant in args.variants:
-        on, off = rps(variant, "on", top), rps(variant, "off", top)
+        for body in args.body:
+            one = rps(variant, "on", top, current[0], body)
+            for label in current:
+                new = rps(variant, "on", top, label, body)
+                if args.baseline is not None and new and (old := rps(variant, "on", top, servers[0][0], "multipart")):
+                    print(f"{variant}, batching on, c={top}: {label} ({body}) / baseline (multipart): {new / old:.2f}x")
+                if label != current[0] and new and one:
+                    print(f"{variant}, batching on, c={top}, {body}: {label} / {current[0]}: {new / one:.2f}x")
+    for variant in args.variants:
+        on, off = rps(variant, "on", top, current[0]), rps(variant, "off", top, current[0])
         if on and off:
             print(f"{variant}: batching on/off at concurrency {top}: {on / off:.2f}x")
     for c in args.concurrency:
         for b_name, f_name in (("binary", "float"), ("bireal", "bireal-float")):
-            b, f = rps(b_name, "on", c), rps(f_name, "on", c)
+            b, f = rps(b_name, "on", c, current[0]), rps(f_name, "on", c, current[0])
             if b and f:
                 print(f"{b_name}/{f_name} (batching on) at concurrency {c}: {b / f:.2f}x")
     if args.json:

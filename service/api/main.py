@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, *, store: StoreLike | None = No
         )
         grpc_server = None
         try:
-            grpc_server = await start_grpc_server(state)  # after the repository: its first RPC finds the models
+            # after the repository: its first RPC finds the models; its load and unload are the repository's
+            grpc_server = await start_grpc_server(state, repository)
             yield
         finally:
             state.ready = False

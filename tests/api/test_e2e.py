@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def server(model_store_dir, grpc_port, server_env):
     port = free_port()
     env = {**os.environ, "BNN_MODEL_STORE": str(model_store_dir), "BNN_DEFAULT_MODEL": "tiny",
-           "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "info", "BNN_GRPC_PORT": str(grpc_port), **server_env}
+           "BNN_KERNEL_THREADS": "1", "BNN_LOG_LEVEL": "info", "BNN_GRPC_PORT": str(grpc_port),
+           "BNN_WORKERS": "2",  # as a 2-CPU machine runs it by default: a supervisor and two workers
+           **server_env}
     proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -145,6 +145,33 @@ def test_health_and_metadata(triton):
 
 
 @e2e
+def test_load_and_unload_reach_every_worker_of_the_real_server(triton, grpc_port):
+    """The real server runs one worker per CPU (at least 2 here, BNN_WORKERS=2), each listening on the
+    gRPC port: a model unloaded over one channel is gone for every new channel, and back once loaded."""
+    import tritonclient.grpc as tritonclient_grpc
+
+    client, url = triton
+
+    def ready_everywhere() -> set[object]:
+        answers = set()
+        for _ in range(8):  # new channels, new connections: the kernel spreads them over the workers
+            fresh = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            with contextlib.closing(fresh):
+                try:
+                    answers.add(fresh.is_model_ready("tiny"))
+                except tritonclient_grpc.InferenceServerException as exc:
+                    answers.add(exc.status())
+        return answers
+
+    assert ready_everywhere() == {True}
+    client.unload_model("tiny")
+    assert ready_everywhere() == {"StatusCode.NOT_FOUND"}  # as REST's 404: no such model now
+    assert httpx.get(f"{url}/v2/models/tiny/ready").status_code == 404
+    client.load_model("tiny")
+    assert ready_everywhere() == {True}
+
+
+@e2e
 def test_infer_equals_http_v2_bit_for_bit(triton):
     import tritonclient.grpc as tritonclient_grpc
     import tritonclient.http as tritonclient_http
