@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         description="Threads of the binary kernel and of torch's float ops, per worker (default: the available "
         "CPUs divided among the workers, at least 1).",
     )
-    kernel_isa: Literal["auto", "avx512", "avx2", "portable"] = Field(
+    kernel_isa: Literal["auto", "avx512", "avx2", "neon", "portable"] = Field(
         "auto", description="Instruction-set path of the kernel (default: the best this CPU supports)."
     )
     omp_wait_policy: Literal["passive", "active"] = Field(
