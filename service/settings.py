@@ -50,6 +50,22 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
+# Resident memory of one worker at rest serving the shipped model: 297 MiB measured
+# (bench/load_predict.py's memory line, bench/RESULTS_SERVICE.md), rounded up.
+WORKER_RSS_BYTES = 320 << 20
+
+
+def default_workers() -> int:
+    """One worker per available CPU; in a container with a memory limit, no more than fit in the half
+    of it that the memory budget leaves (WORKER_RSS_BYTES each), so the default never invites the OOM
+    killer."""
+    workers = available_cpus()
+    limit = _cgroup_memory_limit()
+    if limit is not None:
+        workers = min(workers, max(1, (limit // 2) // WORKER_RSS_BYTES))
+    return workers
+
+
 def default_memory_budget() -> int:
     """Half of the container's memory limit when there is one, else a quarter of the machine's
     memory, at most 2 GiB; never below 256 MiB. What in-flight requests may allocate together."""
@@ -89,8 +105,9 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Server processes behind the one port, each with its own event loop, batchers and kernel "
-        "threads (default: the CPUs available to the process, cgroup quota respected). A worker that dies is "
-        "replaced; /metrics and readiness cover all of them.",
+        "threads (default: the CPUs available to the process, cgroup quota respected, and no more than fit in "
+        "half the container's memory limit at 320 MiB each). A worker that dies is replaced; /metrics and "
+        "readiness cover all of them.",
     )
     kernel_threads: int | None = Field(
         None,
@@ -179,8 +196,8 @@ class Settings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
-        """How many worker processes serve: ``workers``, else one per available CPU."""
-        return self.workers if self.workers is not None else available_cpus()
+        """How many worker processes serve: ``workers``, else :func:`default_workers`."""
+        return self.workers if self.workers is not None else default_workers()
 
     @property
     def threads_per_worker(self) -> int:

@@ -274,10 +274,20 @@ def test_workers_read_back_the_settings_they_were_given(given, monkeypatch):
 
 def test_cpus_are_shared_out_among_workers(monkeypatch):
     monkeypatch.setattr("service.settings.available_cpus", lambda: 8)
+    monkeypatch.setattr("service.settings._cgroup_memory_limit", lambda: None)
     assert Settings().worker_count == 8 and Settings().threads_per_worker == 1
     assert Settings(workers=3).threads_per_worker == 2
     assert Settings(workers=16).threads_per_worker == 1
     assert Settings(workers=2, kernel_threads=6).threads_per_worker == 6
+
+
+def test_a_container_memory_limit_caps_the_default_workers(monkeypatch):
+    monkeypatch.setattr("service.settings.available_cpus", lambda: 16)
+    monkeypatch.setattr("service.settings._cgroup_memory_limit", lambda: 2 << 30)
+    assert Settings().worker_count == 3  # 1 GiB left by the budget's half, 320 MiB each
+    monkeypatch.setattr("service.settings._cgroup_memory_limit", lambda: 512 << 20)
+    assert Settings().worker_count == 1
+    assert Settings(workers=4).worker_count == 4  # as asked
 
 
 def test_available_cpus_respects_the_affinity_mask():
