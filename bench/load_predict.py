@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--body", nargs="+", choices=["multipart", "raw"], default=["multipart"],
                         help="how the image travels: a multipart form, or the raw request body")
     parser.add_argument("--baseline", type=Path, help="an older checkout, served alongside (one worker)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every cell this many times, servers alternating; the summary takes medians")
     args = parser.parse_args()
     if args.client != "wrk" and "raw" in args.body:
         raise SystemExit("--body raw needs the wrk client")
@@ -261,43 +263,45 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         stores = build_stores(Path(tmp), args.variants)
-        for variant in args.variants:
-            store, model, image = stores[variant]
-            for batching, max_batch in (("on", 32), ("off", 1)):
-                if batching not in args.batching:
-                    continue
-                for label, workers, baseline, bodies in servers:
-                    server = start_server(store, max_batch, args.threads, workers, baseline)
-                    try:
-                        for body in bodies:
-                            for c in args.concurrency:
+        for round_ in range(args.rounds):
+            for variant in args.variants:
+                store, model, image = stores[variant]
+                for batching, max_batch in (("on", 32), ("off", 1)):
+                    if batching not in args.batching:
+                        continue
+                    for label, workers, baseline, bodies in servers:
+                        server = start_server(store, max_batch, args.threads, workers, baseline)
+                        try:
+                            for body, c in [(b, c) for b in bodies for c in args.concurrency]:
                                 if args.client == "wrk":
                                     cell = run_cell_wrk(server.url, model, image, c, args.seconds, args.images,
                                                         raw=body == "raw")
                                 else:
                                     cell = asyncio.run(run_cell(server.url, model, image, c, args.seconds,
                                                                 args.max_requests, args.images))
-                                cell.update(server=label, variant=variant, batching=batching, body=body,
+                                cell.update(round=round_, server=label, variant=variant, batching=batching, body=body,
                                             concurrency=c, images_per_request=args.images,
                                             images_per_s=round(cell["rps"] * args.images, 1))
                                 results.append(cell)
                                 print(json.dumps(cell), flush=True)
-                        print(json.dumps({"server": label, "variant": variant, "batching": batching, **memory(server)}),
-                              flush=True)
-                    finally:
-                        server.terminate()
+                            print(json.dumps({"server": label, "variant": variant, "batching": batching,
+                                              **memory(server)}), flush=True)
+                        finally:
+                            server.terminate()
 
     def rps(variant, batching, c, server=None, body=None):
         server = server or servers[-1][0]
         body = body or args.body[-1]
-        return next((r["rps"] for r in results if (r["server"], r["variant"], r["batching"], r["body"], r["concurrency"])
-                     == (server, variant, batching, body, c)), None)
+        found = [r["rps"] for r in results if (r["server"], r["variant"], r["batching"], r["body"], r["concurrency"])
+                 == (server, variant, batching, body, c)]
+        return statistics.median(found) if found else None
 
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, client {args.client}")
-    print("| server | model | batching | body | concurrency | images/request | req/s | images/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| round | server | model | batching | body | concurrency | images/request | req/s | images/s | p50 ms | "
+          "p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['server']} | {r['variant']} | {r['batching']} | {r['body']} | {r['concurrency']} | "
+        print(f"| {r['round'] + 1} | {r['server']} | {r['variant']} | {r['batching']} | {r['body']} | {r['concurrency']} | "
               f"{r['images_per_request']} | {r['rps']} | {r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
               f"{r['errors']} |")
     top = max(args.concurrency)
