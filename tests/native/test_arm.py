@@ -13,14 +13,16 @@ import pytest
 
 from tests.native.gtest_run import ROOT, check_gtest_run, cmake_build
 
-CXX, CC, QEMU = "aarch64-linux-gnu-g++", "aarch64-linux-gnu-gcc", "qemu-aarch64"
+CXX, CC, QEMU = "aarch64-linux-gnu-g++", "aarch64-linux-gnu-gcc", "qemu-aarch64"  # as the toolchain file names them
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # the target's libc and libstdc++, from the cross toolchain
 GTEST_SOURCE = Path("/usr/src/googletest")  # libgtest-dev's sources: GoogleTest is built for the target here
 # Its own folder, beside (never inside) the build the editable pip install uses; kept between runs,
 # so a second run only recompiles what changed.
 BUILD = ROOT / "build" / "aarch64"
-CROSS_OPTIONS = ("-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={CXX}",
-                 f"-DCMAKE_C_COMPILER={CC}", "-DCMAKE_BUILD_TYPE=Release")
+# The target (system, processor, compilers) is described once, there; the Dockerfile's core-aarch64
+# stage builds with the same file.
+TOOLCHAIN = ROOT / "native" / "cmake" / "aarch64-linux-gnu.toolchain.cmake"
+CROSS_OPTIONS = (f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release")
 # Each instruction set's grids hold 1834 tests; an AArch64 build has two paths, both supported,
 # so a filter on one of them passes all 1834 and skips none. Fewer means the grids lost cases.
 MIN_PASSED_PER_PATH = 1834
