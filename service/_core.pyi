@@ -61,7 +61,21 @@ def conv2d_packed(
     scale: _FloatArray | None = None,
     bias: _FloatArray | None = None,
     channels_last_out: bool = False,
+    residual: _FloatArray | None = None,
+    slope: _FloatArray | None = None,
 ) -> _FloatArray: ...
+def conv2d_packed_dual(
+    x: PackedActivations,
+    weights: PackedWeights,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+    scale: _FloatArray | None = None,
+    bias: _FloatArray | None = None,
+    residual: _FloatArray | None = None,
+    slope: _FloatArray | None = None,
+    out_padding: tuple[int, int] = (0, 0),
+) -> tuple[_FloatArray, PackedActivations]: ...
 def conv2d_packed_sign(
     x: PackedActivations,
     weights: PackedWeights,
@@ -83,4 +97,6 @@ def conv2d(
     scale: _FloatArray | None = None,
     bias: _FloatArray | None = None,
     channels_last_out: bool = False,
+    residual: _FloatArray | None = None,
+    slope: _FloatArray | None = None,
 ) -> _FloatArray: ...

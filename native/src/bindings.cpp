@@ -77,13 +77,36 @@ ConvShape conv_shape(const PackedActivations& x, const PackedWeights& w, Pair st
   return s;
 }
 
+// The epilogue from the Python arguments: scale and bias [O]; for the fused residual sum, a float32
+// NHWC [N, OH, OW, O] array; for PReLU, slopes [O].
+bnn::OutputTransform output_transform(const ConvShape& s, const std::optional<FloatArray>& scale,
+                                      const std::optional<FloatArray>& bias,
+                                      const std::optional<FloatArray>& residual = std::nullopt,
+                                      const std::optional<FloatArray>& slope = std::nullopt) {
+  bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
+  if (residual) {
+    const std::vector<py::ssize_t> want{s.N, s.OH(), s.OW(), s.O};
+    if (std::vector<py::ssize_t>(residual->shape(), residual->shape() + residual->ndim()) != want)
+      throw py::value_error("residual must have the output's NHWC shape [" + std::to_string(s.N) + ", " +
+                            std::to_string(s.OH()) + ", " + std::to_string(s.OW()) + ", " + std::to_string(s.O) + "]");
+    t.residual = residual->data();
+  }
+  t.slope = optional_vector(slope, s.O, "slope");
+  return t;
+}
+
+FloatArray float_output(const ConvShape& s, bool channels_last_out) {
+  return aligned_floats(channels_last_out ? std::vector<py::ssize_t>{s.N, s.OH(), s.OW(), s.O}
+                                          : std::vector<py::ssize_t>{s.N, s.O, s.OH(), s.OW()});
+}
+
 FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
                        int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
-                       bool channels_last_out) {
+                       bool channels_last_out, const std::optional<FloatArray>& residual,
+                       const std::optional<FloatArray>& slope) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
-  bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
-  FloatArray out = aligned_floats(channels_last_out ? std::vector<py::ssize_t>{s.N, s.OH(), s.OW(), s.O}
-                                                   : std::vector<py::ssize_t>{s.N, s.O, s.OH(), s.OW()});
+  const bnn::OutputTransform t = output_transform(s, scale, bias, residual, slope);
+  FloatArray out = float_output(s, channels_last_out);
   float* dst = out.mutable_data();
   {
     py::gil_scoped_release release;
@@ -92,11 +115,27 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
   return out;
 }
 
+std::pair<FloatArray, std::shared_ptr<PackedActivations>> conv_packed_dual(
+    const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation, int pad_value,
+    const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
+    const std::optional<FloatArray>& residual, const std::optional<FloatArray>& slope, Pair out_padding) {
+  const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
+  const bnn::OutputTransform t = output_transform(s, scale, bias, residual, slope);
+  FloatArray out = float_output(s, true);
+  float* dst = out.mutable_data();
+  auto bits = std::make_shared<PackedActivations>();
+  {
+    py::gil_scoped_release release;
+    bnn::binary_conv2d_dual(x, w, s, t, dst, out_padding.first, out_padding.second, *bits, bnn::ThreadPool::global());
+  }
+  return {out, bits};
+}
+
 std::shared_ptr<PackedActivations> conv_packed_sign(const PackedActivations& x, const PackedWeights& w, Pair stride,
                                                     Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
                                                     const std::optional<FloatArray>& bias, Pair out_padding) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
-  bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
+  const bnn::OutputTransform t = output_transform(s, scale, bias);
   auto out = std::make_shared<PackedActivations>();
   py::gil_scoped_release release;
   bnn::binary_conv2d_sign(x, w, s, t, out_padding.first, out_padding.second, *out, bnn::ThreadPool::global());
@@ -203,8 +242,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"));
   m.def("conv2d_packed", &conv_packed, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
         py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
-        py::arg("channels_last_out") = false,
-        "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
+        py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
+        "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True. With "
+        "channels_last_out, the epilogue also adds `residual` (float32 NHWC, the output's shape) and applies PReLU "
+        "with `slope` (one per output channel): y > 0 ? y : slope * y.");
+  m.def("conv2d_packed_dual", &conv_packed_dual, py::arg("x"), py::arg("weights"), py::arg("stride"),
+        py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
+        py::arg("residual") = py::none(), py::arg("slope") = py::none(), py::arg("out_padding") = Pair{0, 0},
+        "conv2d_packed's NHWC float output (channels_last_out=True, residual and slope as there) and, from the "
+        "same pass, the PackedActivations pack_activations would make of it with padding out_padding.");
   m.def("conv2d_packed_sign", &conv_packed_sign, py::arg("x"), py::arg("weights"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("out_padding") = Pair{0, 0},
@@ -213,11 +259,12 @@ PYBIND11_MODULE(_core, m) {
         "writing or reading the floats.");
   m.def("conv2d", [](const FloatArray& x, bool channels_last, const PackedWeights& w, Pair stride, Pair padding,
                      Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
-                     const std::optional<FloatArray>& bias, bool channels_last_out) {
+                     const std::optional<FloatArray>& bias, bool channels_last_out,
+                     const std::optional<FloatArray>& residual, const std::optional<FloatArray>& slope) {
     auto packed = pack(x, channels_last, padding);
-    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out);
+    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual, slope);
   }, py::arg("x"), py::arg("channels_last"), py::arg("weights"), py::arg("stride"), py::arg("padding"),
      py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
-     py::arg("channels_last_out") = false,
+     py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
      "Pack and convolve. Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
 }

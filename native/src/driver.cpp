@@ -61,10 +61,25 @@ void run_conv(const PackedActivations& x, const PackedWeights& w, const ConvShap
   });
 }
 
+// A packed-sign output with its border and zeroed words (border = +1, tail bits = 0).
+PackedActivations sign_output(const ConvShape& s, int64_t out_ph, int64_t out_pw) {
+  require_geometry("output padding height", out_ph, 0);
+  require_geometry("output padding width", out_pw, 0);
+  PackedActivations bits;
+  bits.N = s.N, bits.C = s.O, bits.H = s.OH(), bits.W = s.OW(), bits.ph = out_ph, bits.pw = out_pw;
+  bits.words = words_for(s.O);
+  check_buffer("packed output", {bits.N, bits.Hp(), bits.Wp(), bits.words}, sizeof(uint64_t));
+  bits.data = WordBuffer(static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words));
+  return bits;
+}
+
 }  // namespace
 
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
                    const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
+  if (t.sign_bits) invalid("binary_conv2d writes no sign bits (binary_conv2d_dual does)");
+  if ((t.residual || t.slope) && !channels_last_out)
+    invalid("a fused residual sum or PReLU needs channels-last output");
   ConvJob job;
   job.t = t, job.out = out, job.channels_last_out = channels_last_out;
   run_conv(x, w, s, job, pool);
@@ -74,18 +89,25 @@ void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, cons
                         const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
                         ThreadPool& pool) {
   s.validate();
-  require_geometry("output padding height", out_ph, 0);
-  require_geometry("output padding width", out_pw, 0);
+  if (t.has_post_ops()) invalid("a fused residual sum or PReLU needs float output (binary_conv2d_dual)");
   // Built aside and moved into `out` only when complete (a cancelled conv leaves `out` as it was).
-  PackedActivations bits;
-  bits.N = s.N, bits.C = s.O, bits.H = s.OH(), bits.W = s.OW(), bits.ph = out_ph, bits.pw = out_pw;
-  bits.words = words_for(s.O);
-  check_buffer("packed output", {bits.N, bits.Hp(), bits.Wp(), bits.words}, sizeof(uint64_t));
-  bits.data = WordBuffer(static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words));  // zeroed: border = +1, tail bits = 0
+  PackedActivations bits = sign_output(s, out_ph, out_pw);
   ConvJob job;
   job.t = t, job.out_bits = &bits;
   run_conv(x, w, s, job, pool);
   out = std::move(bits);
+}
+
+void binary_conv2d_dual(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                        const OutputTransform& t, float* out, int64_t out_ph, int64_t out_pw,
+                        PackedActivations& bits, ThreadPool& pool) {
+  s.validate();
+  if (t.sign_bits) invalid("binary_conv2d_dual makes its own sign bits");
+  PackedActivations made = sign_output(s, out_ph, out_pw);
+  ConvJob job;
+  job.t = t, job.t.sign_bits = &made, job.out = out, job.channels_last_out = true;
+  run_conv(x, w, s, job, pool);
+  bits = std::move(made);
 }
 
 }  // namespace bnn

@@ -9,10 +9,19 @@
 
 namespace bnn {
 
-// Per-output-channel affine transform fused into the epilogue: y = acc * scale[o] + bias[o].
+// The epilogue: per output channel y = acc * scale[o] + bias[o]; then, for float channels-last
+// output only, each step the separate op would do with the same float operations, in this order:
+// y = y + residual (a residual sum), y = y > 0 ? y : slope[o] * y (PReLU), and the packed sign
+// bits of y as a second output. Every pointer may be null (the step is skipped).
 struct OutputTransform {
-  const float* scale = nullptr;  // may be null: 1
-  const float* bias = nullptr;   // may be null: 0
+  const float* scale = nullptr;     // 1
+  const float* bias = nullptr;      // 0
+  const float* residual = nullptr;  // float32 NHWC [N][OH][OW][O]
+  const float* slope = nullptr;     // [O]
+  // Set by binary_conv2d_dual only: also writes bit o of a pixel where !(y >= 0), as
+  // binary_conv2d_sign does (its own border ph, pw; border and tail bits zero).
+  PackedActivations* sign_bits = nullptr;
+  bool has_post_ops() const { return residual || slope || sign_bits; }
 };
 
 class ThreadPool;
@@ -22,7 +31,8 @@ class ThreadPool;
 // left as it was (a float `out` buffer may be partly written).
 
 // out: float32 NCHW [N][O][OH][OW], or NHWC [N][OH][OW][O] with channels_last_out (then a
-// pixel's 16 channels of a block are contiguous and the epilogue needs no transpose).
+// pixel's 16 channels of a block are contiguous and the epilogue needs no transpose). A residual
+// or slope needs channels_last_out; sign_bits must be null (binary_conv2d_dual sets it).
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
                    const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out = false);
 
@@ -34,5 +44,13 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
 void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
                         const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
                         ThreadPool& pool);
+
+// Dual output, in one pass: binary_conv2d's float NHWC output `out` (residual and slope applied)
+// and, bit for bit as binary_conv2d_sign would write them from those floats, their packed sign
+// bits in `bits` with border (out_ph, out_pw): for a layer read both by a float op (a residual
+// sum, a float shortcut) and by the next binary layer, which then packs nothing.
+void binary_conv2d_dual(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                        const OutputTransform& t, float* out, int64_t out_ph, int64_t out_pw,
+                        PackedActivations& bits, ThreadPool& pool);
 
 }  // namespace bnn

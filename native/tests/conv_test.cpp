@@ -1,13 +1,15 @@
 // The convolution paths against bnn::reference, exactly, over parameter grids: every instruction
 // set (one this CPU or build cannot run is skipped, saying so), NCHW and NHWC input, float NCHW,
 // float NHWC and packed-sign output (with and without a border), thread counts, the fused scale /
-// bias epilogue, the geometry (kernel, stride, padding, dilation, pad value), channel counts at
-// the edges of the 64-bit word and the 16-channel block, inputs smaller than the kernel, and
-// random shapes. Every input holds a NaN (sign -1) and a -0.0 (sign +1).
+// bias epilogue and its later steps (residual sum, PReLU, dual float + packed-sign output), the
+// geometry (kernel, stride, padding, dilation, pad value), channel counts at the edges of the
+// 64-bit word and the 16-channel block, inputs smaller than the kernel, and random shapes. Every input holds a NaN (sign -1) and a -0.0 (sign +1).
 #include <gtest/gtest.h>
 
 #include <array>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <ostream>
 #include <random>
@@ -364,6 +366,101 @@ INSTANTIATE_TEST_SUITE_P(Grid, ConvLongReductionTest,
                                         LongShape{14597, 3, 3, 4, 5, 1}),
                                  Values(Signs::random, Signs::all_mismatch), Values(PadValue{0}, PadValue{1})),
                          ParamName());
+
+// ---- the epilogue's later steps: residual sum, PReLU, dual (float + packed sign) output ---------
+
+// What follows the affine step, as the separate ops would compute it on the float output.
+struct PostOps {
+  bool residual, prelu, dual;
+  int64_t ph = 0, pw = 0;  // the dual output's border
+};
+std::string label(const PostOps& p) {
+  std::string name = std::string(p.residual ? "residual" : "noresidual") + (p.prelu ? "_prelu" : "");
+  return p.dual ? name + "_" + hw("dual_b", p.ph, p.pw) : name;
+}
+void PrintTo(const PostOps& v, std::ostream* os) { *os << label(v); }
+
+using PostOpsParam = std::tuple<Isa, In, PostOps, Threads, Epilogue>;
+class ConvPostOpsTest : public IsaTest<PostOpsParam> {};
+
+// NHWC float output with the residual added and PReLU applied in the epilogue equals the reference
+// output followed by y + r, then y > 0 ? y : a * y; the dual output's bits equal the reference
+// packing of those floats. The residual has zeros of both signs and a NaN; the slopes include 0
+// and negative ones (so -0.0 and +0.0 results both occur).
+TEST_P(ConvPostOpsTest, MatchesTheSeparateOps) {
+  const auto& [isa, in, post, threads, epilogue] = GetParam();
+  bnn::ThreadPool pool(threads.n);
+  for (const ConvShape& s : kOutputShapes) {
+    SCOPED_TRACE("C=" + std::to_string(s.C) + " W=" + std::to_string(s.W) + " O=" + std::to_string(s.O));
+    const Case c = make_case(s, 7);
+    const int64_t P = s.OH() * s.OW();
+    std::vector<float> want = reference_output(c, epilogue);  // NCHW
+    std::mt19937_64 rng(11);
+    std::normal_distribution<float> normal;
+    std::vector<float> residual(want.size()), slope(static_cast<size_t>(s.O));
+    for (auto& v : residual) v = 3.0f * normal(rng);
+    residual[1] = -0.0f, residual[2] = 0.0f, residual[residual.size() / 2] = NAN;
+    for (auto& v : slope) v = normal(rng);
+    slope[0] = 0.0f;
+    for (size_t i = 0; i < want.size(); ++i) {
+      float y = want[i];
+      if (post.residual) y = y + residual[i];
+      if (post.prelu) y = y > 0.0f ? y : slope[static_cast<size_t>(static_cast<int64_t>(i) / P % s.O)] * y;
+      want[i] = y;
+    }
+    const std::vector<float> residual_nhwc = bnn::reference::nchw_to_nhwc(residual.data(), s.N, s.O, P);
+    bnn::OutputTransform t = transform(c, epilogue);
+    if (post.residual) t.residual = residual_nhwc.data();
+    if (post.prelu) t.slope = slope.data();
+    const auto weights = bnn::PackedWeights::from_float(c.w.data(), s.O, s.C, s.KH, s.KW);
+    const std::vector<float> x = in == In::nhwc ? bnn::reference::nchw_to_nhwc(c.x.data(), s.N, s.C, s.H * s.W) : c.x;
+    bnn::PackedActivations packed, bits;
+    bnn::pack_activations(x.data(), s.N, s.C, s.H, s.W, in == In::nhwc, s.ph, s.pw, packed, pool);
+    std::vector<float> y(want.size());
+    if (post.dual)
+      bnn::binary_conv2d_dual(packed, weights, s, t, y.data(), post.ph, post.pw, bits, pool);
+    else
+      bnn::binary_conv2d(packed, weights, s, t, y.data(), pool, true);
+    y = bnn::reference::nhwc_to_nchw(y.data(), s.N, s.O, P);
+    for (size_t i = 0; i < want.size(); ++i)
+      if (std::memcmp(&y[i], &want[i], sizeof(float)) != 0 && !(std::isnan(y[i]) && std::isnan(want[i]))) {
+        ADD_FAILURE() << "output differs at " << i << ": got " << y[i] << ", want " << want[i];
+        break;
+      }
+    if (post.dual) {
+      EXPECT_EQ(std::make_tuple(bits.N, bits.C, bits.H, bits.W, bits.ph, bits.pw),
+                std::make_tuple(s.N, s.O, s.OH(), s.OW(), post.ph, post.pw));
+      const std::vector<uint64_t> want_bits = bnn::reference::sign_bits(want, s, post.ph, post.pw);
+      ASSERT_EQ(bits.data.size(), want_bits.size());
+      EXPECT_TRUE(std::equal(want_bits.begin(), want_bits.end(), bits.data.data())) << "dual output's sign bits differ";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, ConvPostOpsTest,
+                         Combine(ValuesIn(kIsas), ValuesIn(kInputs),
+                                 Values(PostOps{true, false, false}, PostOps{false, true, false},
+                                        PostOps{true, true, false}, PostOps{false, false, true},
+                                        PostOps{true, true, true, 1, 1}, PostOps{true, false, true, 2, 0}),
+                                 Values(Threads{1}, Threads{3}), Values(Epilogue::plain, Epilogue::scale_bias)),
+                         ParamName());
+
+// Post-ops need float NHWC output; the sign-only entry and NCHW output refuse them.
+TEST(ConvPostOpsRefusedTest, OnlyWithChannelsLastFloatOutput) {
+  bnn::ThreadPool pool(1);
+  const Case c = make_case(shape(1, 8, 4, 4, 5, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {0}), 8);
+  const ConvShape& s = c.s;
+  const auto weights = bnn::PackedWeights::from_float(c.w.data(), s.O, s.C, s.KH, s.KW);
+  bnn::PackedActivations packed, bits;
+  bnn::pack_activations(c.x.data(), s.N, s.C, s.H, s.W, false, s.ph, s.pw, packed, pool);
+  std::vector<float> y(static_cast<size_t>(s.O * 16)), slope(static_cast<size_t>(s.O), 0.5f);
+  bnn::OutputTransform t;
+  t.slope = slope.data();
+  EXPECT_THROW(bnn::binary_conv2d(packed, weights, s, t, y.data(), pool, false), std::invalid_argument);
+  EXPECT_THROW(bnn::binary_conv2d_sign(packed, weights, s, t, 0, 0, bits, pool), std::invalid_argument);
+  t.slope = nullptr, t.sign_bits = &bits;
+  EXPECT_THROW(bnn::binary_conv2d(packed, weights, s, t, y.data(), pool, true), std::invalid_argument);
+}
 
 // ---- random shapes: every axis at once, independently in height and width ---------------------
 

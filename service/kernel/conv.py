@@ -9,6 +9,7 @@ trace through it as one node. Packed weights are a C++ object, not a tensor: cal
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,16 +46,33 @@ def epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str,
     return extra
 
 
-def run_kernel(x: torch.Tensor, weights: PackedWeights, g: ConvGeometry, extra: dict[str, np.ndarray]) -> torch.Tensor:
+def nhwc_array(t: torch.Tensor, name: str) -> np.ndarray:
+    """A float32 [N, C, H, W] tensor's values as an NHWC numpy array (a view when ``t`` is
+    channels-last in memory, else a copy)."""
+    check_float_tensor(t, name, 4)
+    if t.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32, got {t.dtype}")
+    return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def run_kernel(
+    x: torch.Tensor,
+    weights: PackedWeights,
+    g: ConvGeometry,
+    extra: dict[str, np.ndarray],
+    channels_last_out: bool | None = None,
+) -> torch.Tensor:
     """One call into the core: checks ``x`` against the weights and geometry, then convolves. The
-    output is channels-last when torch's conv2d would make it so (``suggest_memory_format``)."""
+    output is channels-last when asked, else when torch's conv2d would make it so
+    (``suggest_memory_format``)."""
     check_float_tensor(x, "input", 4)
     if x.shape[1] != weights.in_channels:
         raise ValueError(f"channel mismatch: input has {x.shape[1]} channels, weight expects {weights.in_channels}")
     if x.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
     g.check_fits(x.shape[2], x.shape[3], weights.kernel_size)
-    channels_last_out = suggests_channels_last(x)
+    if channels_last_out is None:
+        channels_last_out = suggests_channels_last(x)
     arr, channels_last = as_kernel_input(x)
     ensure_configured()
     out = _core.conv2d(
@@ -255,8 +273,13 @@ class InferenceConv:
     Checks its arguments once; each call then only checks the input and runs the kernel, with no
     autograd bookkeeping. ``conv(x)`` equals ``binary_conv2d(x, weights, ..., scale=, bias=)``.
     The input may also be :class:`PackedActivations` made with this layer's padding (by
-    ``pack_activations`` or by the previous layer's :meth:`sign_packed`): then nothing is packed,
-    and the output is channels-last.
+    ``pack_activations`` or by the previous layer's :meth:`sign_packed` or :meth:`dual`): then
+    nothing is packed, and the output is channels-last.
+
+    The epilogue can also do what would follow the conv as separate ops, with the same float
+    operations (so the same bits), while the output is in cache: a residual sum
+    (``conv(x, residual=r)`` is ``conv(x) + r``) and a PReLU (:meth:`with_prelu`); the output is
+    then channels-last.
     """
 
     def __init__(
@@ -287,6 +310,38 @@ class InferenceConv:
         conv._init(weights, geometry, scale, bias)
         return conv
 
+    def with_prelu(self, slope: torch.Tensor) -> InferenceConv:
+        """This layer followed by ``F.prelu(·, slope)`` (one slope, or one per output channel),
+        computed in its epilogue."""
+        o = self.weights.out_channels
+        if not isinstance(slope, torch.Tensor) or slope.dim() != 1 or slope.shape[0] not in (1, o):
+            raise ValueError(f"slope must be a 1-D tensor of 1 or {o} values")
+        conv = copy.copy(self)
+        conv._slope = slope.detach().to(torch.float32).expand(o).contiguous().numpy()
+        return conv
+
+    @property
+    def has_prelu(self) -> bool:
+        return self._slope is not None
+
+    def output_shape(self, x: torch.Tensor | PackedActivations) -> tuple[int, int, int, int]:
+        """[N, O, OH, OW] of this layer's output for input ``x``."""
+        n, _c, h, w = x.shape
+        oh, ow = self.geometry.output_size(h, w, self.weights.kernel_size)
+        return (n, self.weights.out_channels, oh, ow)
+
+    def _epilogue(self, residual: torch.Tensor | None) -> tuple[dict[str, np.ndarray], bool]:
+        """The core's epilogue arguments for one call, and whether they need channels-last output."""
+        extra = self._extra
+        if self._slope is None and residual is None:
+            return extra, False
+        extra = dict(extra)
+        if self._slope is not None:
+            extra["slope"] = self._slope
+        if residual is not None:
+            extra["residual"] = nhwc_array(residual, "residual")
+        return extra, True
+
     def _init(
         self, weights: PackedWeights, g: ConvGeometry, scale: torch.Tensor | None, bias: torch.Tensor | None
     ) -> None:
@@ -301,8 +356,10 @@ class InferenceConv:
         self.geometry = g
         self.stride, self.padding, self.dilation, self.pad_value = g.stride, g.padding, g.dilation, g.pad_value
         self._extra = epilogue(scale, bias)
+        self._slope: np.ndarray | None = None  # a PReLU in the epilogue (with_prelu)
 
-    def __call__(self, x: torch.Tensor | PackedActivations) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor | None = None) -> torch.Tensor:
+        extra, nhwc = self._epilogue(residual)
         if isinstance(x, _core.PackedActivations):
             ensure_configured()
             out = _core.conv2d_packed(
@@ -312,14 +369,38 @@ class InferenceConv:
                 self.dilation,
                 self.pad_value,
                 channels_last_out=True,
-                **self._extra,
+                **extra,
             )
             return torch.from_numpy(out).permute(0, 3, 1, 2)
-        return run_kernel(x, self.weights, self.geometry, self._extra)
+        return run_kernel(x, self.weights, self.geometry, extra, True if nhwc else None)
+
+    def dual(
+        self, x: torch.Tensor | PackedActivations, out_padding: IntPair = 0, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, PackedActivations]:
+        """``(y, pack_activations(y, out_padding))`` for ``y = self(x, residual)``, bit for bit, from
+        one pass: for a layer read both by float ops and by a binary layer (which then packs
+        nothing). ``y`` is channels-last."""
+        out_padding = pair(out_padding, "out_padding", 0)
+        extra, _ = self._epilogue(residual)
+        if not isinstance(x, _core.PackedActivations):
+            x = pack_activations(x, self.padding)
+        ensure_configured()
+        out, bits = _core.conv2d_packed_dual(
+            self._checked_packed(x),
+            self.weights,
+            self.stride,
+            self.dilation,
+            self.pad_value,
+            out_padding=out_padding,
+            **extra,
+        )
+        return torch.from_numpy(out).permute(0, 3, 1, 2), bits
 
     def sign_packed(self, x: torch.Tensor | PackedActivations, out_padding: IntPair = 0) -> PackedActivations:
         """``pack_activations(sign(self(x)), out_padding)`` bit for bit, computed without the float
         output: the epilogue writes the next binary layer's packed input directly."""
+        if self._slope is not None:
+            raise ValueError("sign_packed: a layer with a PReLU epilogue writes floats (use dual)")
         out_padding = pair(out_padding, "out_padding", 0)
         if not isinstance(x, _core.PackedActivations):
             x = pack_activations(x, self.padding)

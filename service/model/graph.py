@@ -3,6 +3,17 @@
 Each node is built once, at load time, by its op's spec (:meth:`~service.model.ops.OpSpec.make`):
 all weight work (unpacking bits into :class:`PackedWeights`, reshaping scale vectors) happens
 then; the functions only compute.
+
+The executor then chooses fusions from the graph, each bit for bit the unfused graph (the same
+float operations in the same order; ``Executor.fusions`` and ``LoadedModel.summary()`` list them):
+
+- **epilogue**: a binary conv whose only reader is a residual ``add``, and that add's only reader a
+  ``prelu`` (optional), run as one kernel call that does the sum and the PReLU in the conv's
+  epilogue, on the output while it is in cache (no separate pass, no intermediate tensors);
+- **packed output**: a binary conv read only by binary convs (directly or through ``sign``) writes
+  their packed input and no floats (``packed_outputs``);
+- **dual output**: a binary conv (fused or not) read by binary convs and by float ops writes its
+  floats and, from the same pass, the binary readers' packed input (``dual_outputs``).
 """
 
 from __future__ import annotations
@@ -12,105 +23,222 @@ from typing import Any
 
 import torch
 
-from service.kernel import InferenceConv, sign
+from service.kernel import InferenceConv, PackedActivations, pack_activations, sign
 
 from .manifest import GRAPH_INPUT, Node
-from .ops import BinaryLayer, Fn, GraphError, op_spec, registered_ops
+from .ops import BinaryLayer, Built, Fn, GraphError, op_spec, registered_ops
 
-__all__ = ["BinaryLayer", "Executor", "GraphError"]
+__all__ = ["PACKED", "BinaryLayer", "Executor", "GraphError"]
+
+# A value holding the packed bits of node ``name``'s output is named ``name + PACKED`` (node
+# names cannot contain '#').
+PACKED = "#packed"
 
 
 @dataclass(frozen=True)
 class _Step:
-    name: str
+    name: str  # the value it writes: its last node's output
     fn: Fn
     inputs: tuple[str, ...]
     release: tuple[str, ...]  # values no later step needs
+    nodes: tuple[str, ...]  # the graph nodes it computes (several: a fusion)
+    dual: bool = False  # fn returns (floats, packed bits); the bits are the value name + PACKED
+
+
+@dataclass
+class _Plan:
+    """A step before liveness: what ``_Step`` holds, still being fused."""
+
+    fn: Fn
+    inputs: list[str]
+    nodes: tuple[str, ...]
+    dual: bool = False
 
 
 def _identity(x: Any) -> Any:
     return x
 
 
-def _fuse_packed_outputs(nodes: list[Node], output: str, fns: dict[str, Fn]) -> tuple[str, ...]:
-    """Lets each binary conv (an :class:`InferenceConv` step) whose readers are only binary convs
-    (directly or through ``sign`` steps) write their packed input itself: its step becomes ``sign_packed`` with the readers'
-    padding, and those ``sign`` nodes pass the bits through. A binary conv binarises its input
-    anyway, so the results are bit for bit the same; the float output is never written, read or
-    packed. Returns the names of the fused convs."""
-    readers: dict[str, list[Node]] = {}
-    for node in nodes:
-        for ref in node.inputs:
-            readers.setdefault(ref, []).append(node)
+@dataclass(frozen=True)
+class _ConvEpilogue:
+    """A binary conv with the residual sum (and PReLU) that followed it fused into its epilogue;
+    where a residual does not fit the fused path (another shape or dtype: torch would broadcast
+    or promote) it runs the separate ops instead. With ``out_padding``, a dual output."""
 
-    def packed_readers(name: str, signs: list[str]) -> set[tuple[int, int]] | None:
-        """Paddings of the binary convs reading ``name`` through sign nodes only (None: a reader
-        needs floats); the sign nodes passed are appended to ``signs``."""
-        if name == output or name not in readers:
+    fused: InferenceConv  # with the PReLU slope, if any
+    conv: InferenceConv
+    add: Fn
+    conv_first: bool  # add(conv, residual), not add(residual, conv)
+    prelu: Fn | None
+    out_padding: tuple[int, int] | None = None
+
+    def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor) -> Any:
+        if (
+            isinstance(residual, torch.Tensor)
+            and residual.dtype == torch.float32
+            and tuple(residual.shape) == self.conv.output_shape(x)
+        ):
+            if self.out_padding is None:
+                return self.fused(x, residual)
+            return self.fused.dual(x, self.out_padding, residual)
+        y = self.conv(x)
+        y = self.add(y, residual) if self.conv_first else self.add(residual, y)
+        if self.prelu is not None:
+            y = self.prelu(y)
+        return y if self.out_padding is None else (y, pack_activations(y, self.out_padding))
+
+
+class _Readers:
+    """Who reads each node's output, and the binary convs that read it through ``sign`` nodes."""
+
+    def __init__(self, nodes: list[Node], output: str, fns: dict[str, Fn]) -> None:
+        self.output, self.fns = output, fns
+        self.of: dict[str, list[Node]] = {}
+        for node in nodes:
+            for ref in node.inputs:
+                self.of.setdefault(ref, []).append(node)
+
+    def only(self, name: str) -> Node | None:
+        """The one node reading ``name`` once (None: several, none, or the graph output)."""
+        readers = self.of.get(name, [])
+        if name == self.output or len(readers) != 1 or list(readers[0].inputs).count(name) != 1:
             return None
+        return readers[0]
+
+    def binary(self, name: str, direct: list[str], signs: list[str], floats: list[str]) -> set[tuple[int, int]]:
+        """Paddings of the binary convs reading ``name`` directly or through sign nodes that only
+        binary convs read. Appends those sign nodes to ``signs``, the binary convs and sign nodes
+        that read ``name`` itself to ``direct``, and every other reader to ``floats``."""
         paddings: set[tuple[int, int]] = set()
-        for r in readers[name]:
-            reader = fns[r.name]
+        for r in self.of.get(name, []):
+            reader = self.fns[r.name]
             if isinstance(reader, InferenceConv):
                 paddings.add(reader.geometry.padding)
-            elif reader is sign:
-                sub = packed_readers(r.name, signs)
-                if sub is None:
-                    return None
-                paddings |= sub
-                signs.append(r.name)
-            else:
-                return None
+                direct.append(r.name)
+                continue
+            if reader is sign and r.name != self.output:
+                sub_signs: list[str] = []
+                sub_floats: list[str] = []
+                sub = self.binary(r.name, [], sub_signs, sub_floats)
+                if sub and not sub_floats:
+                    paddings |= sub
+                    signs += [*sub_signs, r.name]
+                    direct.append(r.name)
+                    continue
+            floats.append(r.name)
         return paddings
 
-    fused = []
+
+def _fuse_epilogues(nodes: list[Node], built: dict[str, Built], readers: _Readers, plans: dict[str, _Plan]) -> None:
+    """Binary conv -> residual add (-> prelu) chains become one step at the last node's place."""
     for node in nodes:
-        conv = fns[node.name]
+        conv = built[node.name].fn
         if not isinstance(conv, InferenceConv):
             continue
+        add = readers.only(node.name)
+        add_epilogue = built[add.name].epilogue if add is not None else None
+        own = plans.get(add.name) if add is not None else None  # None, or a group: another conv took it
+        if add is None or own is None or own.nodes != (add.name,):
+            continue
+        if add_epilogue is None or add_epilogue.kind != "residual":
+            continue
+        members, fused, prelu = [node.name, add.name], conv, None
+        act = readers.only(add.name)
+        act_epilogue = built[act.name].epilogue if act is not None else None
+        if act is not None and act_epilogue is not None and act_epilogue.kind == "prelu":
+            slope = act_epilogue.slope
+            if slope is not None and slope.shape[0] in (1, conv.weights.out_channels):
+                fused, prelu = conv.with_prelu(slope), built[act.name].fn
+                members.append(act.name)
+        conv_first = add.inputs[0] == node.name
+        residual = add.inputs[1] if conv_first else add.inputs[0]
+        fn = _ConvEpilogue(fused, conv, built[add.name].fn, conv_first, prelu)
+        del plans[node.name], plans[add.name]
+        plans[members[-1]] = _Plan(fn, [*node.inputs, residual], tuple(members))
+
+
+def _fuse_packed_outputs(readers: _Readers, plans: dict[str, _Plan]) -> tuple[list[str], list[str]]:
+    """Binary convs read by binary convs hand them packed bits: only by them (``sign_packed``, no
+    floats), or also by float ops (a dual output). Readers through sign nodes take the bits as
+    they are (sign of ±1 is itself). Returns the names of the packed and of the dual outputs."""
+    packed, dual = [], []
+    owner = {node: key for key, plan in plans.items() for node in plan.nodes}  # node -> its step's plan
+    for name, plan in plans.items():
+        fn = plan.fn
+        if not isinstance(fn, (InferenceConv, _ConvEpilogue)):
+            continue
+        direct: list[str] = []
         signs: list[str] = []
-        paddings = packed_readers(node.name, signs)
-        if paddings is None or len(paddings) != 1:
+        floats: list[str] = []
+        paddings = readers.binary(name, direct, signs, floats)
+        if len(paddings) != 1 or name == readers.output:
             continue
         (out_padding,) = paddings
-        fns[node.name] = lambda x, conv=conv, out_padding=out_padding: conv.sign_packed(x, out_padding)
-        for name in signs:
-            fns[name] = _identity
-        fused.append(node.name)
-    return tuple(fused)
+        if not floats and isinstance(fn, InferenceConv):
+            plan.fn = lambda x, conv=fn, p=out_padding: conv.sign_packed(x, p)
+            packed.append(name)
+        else:
+            if isinstance(fn, InferenceConv):
+                plan.fn = lambda x, conv=fn, p=out_padding: conv.dual(x, p)
+            else:
+                plan.fn = _ConvEpilogue(fn.fused, fn.conv, fn.add, fn.conv_first, fn.prelu, out_padding)
+            plan.dual = True
+            dual.append(name)
+            # the binary readers (and the sign nodes between) take the bits; a binary conv's
+            # input is its step's first (a fused step's second input is the residual)
+            for reader in direct:
+                plans[owner[reader]].inputs[0] = name + PACKED
+        for sign_name in signs:
+            plans[sign_name].fn = _identity
+    return packed, dual
 
 
 class Executor:
-    """Runs the nodes in order, dropping each intermediate value after its last use.
+    """Runs the steps in order, dropping each intermediate value after its last use.
 
-    Holds no per-call state, so one executor serves any number of threads at once. A binary conv
-    that only feeds binary convs hands them packed bits (``packed_outputs``), not floats.
+    Holds no per-call state, so one executor serves any number of threads at once. ``fuse=False``
+    runs every node as its own step (the reference the fusions are tested against).
     """
 
-    def __init__(
-        self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor], *, fuse_packed: bool = True
-    ) -> None:
+    def __init__(self, nodes: list[Node], output: str, tensors: dict[str, torch.Tensor], *, fuse: bool = True) -> None:
         self.binary_layers: dict[str, BinaryLayer] = {}
-        fns: dict[str, Fn] = {}
+        built: dict[str, Built] = {}
         for node in nodes:
             spec = op_spec(node.op)
             if spec is None:
                 raise GraphError(f"node {node.name!r}: unknown op {node.op!r} (known: {list(registered_ops())})")
-            built = spec.make(node.name, node.attrs, len(node.inputs), node.params, tensors)
-            if built.layer is not None:
-                self.binary_layers[node.name] = built.layer
-            fns[node.name] = built.fn
-        self.packed_outputs = _fuse_packed_outputs(nodes, output, fns) if fuse_packed else ()
-        order = [(node.name, fns[node.name], tuple(node.inputs)) for node in nodes]
+            built[node.name] = made = spec.make(node.name, node.attrs, len(node.inputs), node.params, tensors)
+            if made.layer is not None:
+                self.binary_layers[node.name] = made.layer
+        plans = {node.name: _Plan(built[node.name].fn, list(node.inputs), (node.name,)) for node in nodes}
+        packed: list[str] = []
+        dual: list[str] = []
+        if fuse:
+            readers = _Readers(nodes, output, {name: b.fn for name, b in built.items()})
+            _fuse_epilogues(nodes, built, readers, plans)
+            packed, dual = _fuse_packed_outputs(readers, plans)
+        # a fused step sits where its last node was: its inputs all come before
+        order = [(name, plans[name]) for name in (node.name for node in nodes) if name in plans]
         last_use: dict[str, int] = {}
-        for i, (_, _, inputs) in enumerate(order):
-            for ref in inputs:
+        for i, (_, plan) in enumerate(order):
+            for ref in plan.inputs:
                 last_use[ref] = i
         self.steps = [
-            _Step(name, fn, inputs, tuple(r for r in set(inputs) if last_use[r] == i and r != output))
-            for i, (name, fn, inputs) in enumerate(order)
+            _Step(
+                name,
+                plan.fn,
+                tuple(plan.inputs),
+                tuple(r for r in dict.fromkeys(plan.inputs) if last_use[r] == i and r != output),
+                plan.nodes,
+                plan.dual,
+            )
+            for i, (name, plan) in enumerate(order)
         ]
         self.output = output
+        self.packed_outputs = tuple(packed)
+        self.dual_outputs = tuple(dual)
+        # step name -> the nodes it computes, for the steps that fuse several
+        self.fusions = {step.name: list(step.nodes) for step in self.steps if len(step.nodes) > 1}
 
     def run(self, x: torch.Tensor, record_shapes: dict[str, list[int]] | None = None) -> torch.Tensor:
         # Run the whole graph NHWC: torch's float ops keep channels_last, and the binary kernel
@@ -125,9 +253,12 @@ class Executor:
                 out = step.fn(*(values[r] for r in step.inputs))
             except (RuntimeError, ValueError) as e:
                 raise GraphError(f"node {step.name!r} failed: {e}") from e
+            if step.dual:
+                out, values[step.name + PACKED] = out
             values[step.name] = out
             if record_shapes is not None:
-                record_shapes[step.name] = list(out.shape)
+                for node in step.nodes:  # the nodes a step fuses are elementwise: one shape
+                    record_shapes[node] = list(out.shape)
             for r in step.release:
                 del values[r]
         return values[self.output]

@@ -187,6 +187,10 @@ class LoadedModel:
             "binary_layers": sorted(self.binary_layers),
             # binary convs whose epilogue writes the next binary convs' packed input (no float output)
             "packed_outputs": list(self.executor.packed_outputs),
+            # binary convs that write their floats and, from the same pass, that packed input
+            "dual_outputs": list(self.executor.dual_outputs),
+            # steps that run several nodes as one (a binary conv with its residual sum and PReLU)
+            "fusions": self.executor.fusions,
             "sizes": {
                 "weights_file_bytes": self.weights_file_bytes,
                 "packed_size_bytes": self.packed_size_bytes,

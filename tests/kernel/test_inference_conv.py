@@ -88,3 +88,61 @@ def test_packed_input_must_fit_the_layer():
         InferenceConv(w)(pack_activations(torch.randn(1, 8, 2, 2), 0))
     with pytest.raises(ValueError, match="out_padding"):
         conv.sign_packed(torch.randn(1, 8, 5, 5), -1)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (so +0.0 != -0.0), NaN in the same places (any NaN)."""
+    nan = a.isnan()
+    bits_a, bits_b = (t.masked_fill(nan, 0.0).contiguous().view(torch.int32) for t in (a, b))
+    return torch.equal(nan, b.isnan()) and torch.equal(bits_a, bits_b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 2), c=st.sampled_from([1, 32, 65]), o=st.sampled_from([1, 16, 17, 70]),
+    k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), out_padding=st.integers(0, 2),
+    residual=st.booleans(), prelu=st.sampled_from(["none", "one", "per_channel"]), packed_input=st.booleans(),
+    channels_last_residual=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_fused_residual_prelu_and_dual_output_equal_the_separate_ops(
+    n, c, o, k, stride, padding, out_padding, residual, prelu, packed_input, channels_last_residual, seed
+):
+    """conv(x, r) with a PReLU epilogue is F.prelu(conv(x) + r, a) bit for bit (zeros of both signs
+    included), channels-last; dual() adds exactly pack_activations of that output."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, 7, 6, generator=g)
+    w = pack_weights(torch.randn(o, c, k, k, generator=g))
+    scale, bias = torch.rand(o, generator=g) + 0.5, torch.randn(o, generator=g)
+    conv = InferenceConv(w, stride, padding, scale=scale, bias=bias)
+    plain = conv(x)
+    r = torch.randn(plain.shape, generator=g).round() if residual else None  # integers: exact zero sums
+    if r is not None:
+        r.view(-1)[:3] = torch.tensor([-0.0, 0.0, float("nan")])
+        if channels_last_residual:
+            r = r.contiguous(memory_format=torch.channels_last)
+    slope = {"none": None, "one": torch.tensor([-0.25]), "per_channel": torch.randn(o, generator=g)}[prelu]
+    want = plain if r is None else torch.add(plain, r)
+    if slope is not None:
+        want = torch.nn.functional.prelu(want, slope)
+        conv = conv.with_prelu(slope)
+    x_in = pack_activations(x, padding) if packed_input else x
+    got = conv(x_in, r)
+    assert got.is_contiguous(memory_format=torch.channels_last) or (r is None and slope is None and not packed_input)
+    assert same_bits(got, want)
+    floats, bits = conv.dual(x_in, out_padding, r)
+    assert same_bits(floats, want)
+    assert (bits.words() == pack_activations(want, out_padding).words()).all()
+
+
+def test_fused_epilogue_checks_its_arguments():
+    w = pack_weights(torch.randn(4, 8, 3, 3))
+    conv = InferenceConv(w, padding=1)
+    with pytest.raises(ValueError, match="slope must be a 1-D tensor of 1 or 4 values"):
+        conv.with_prelu(torch.ones(3))
+    x = torch.randn(2, 8, 5, 5)
+    with pytest.raises(ValueError, match="residual must have the output's NHWC shape"):
+        conv(x, torch.randn(2, 4, 5, 4))
+    with pytest.raises(ValueError, match="float32"):
+        conv(x, torch.randn(2, 4, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="use dual"):
+        conv.with_prelu(torch.ones(1)).sign_packed(x)

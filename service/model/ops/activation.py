@@ -9,7 +9,7 @@ from torch import nn
 
 from service import kernel
 
-from .registry import Attrs, Build, Built, Call, Count, Exported, NoAttrs, OpSpec, Param, as_float, register
+from .registry import Attrs, Build, Built, Call, Count, Epilogue, Exported, NoAttrs, OpSpec, Param, as_float, register
 
 # ---- sign --------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ class PReLUAttrs(Attrs):
 
 def _build_prelu(b: Build[PReLUAttrs]) -> Built:
     w = b.params["weight"]
-    return Built(lambda x: F.prelu(x, w))
+    return Built(lambda x: F.prelu(x, w), epilogue=Epilogue("prelu", slope=w))
 
 
 register(

@@ -6,7 +6,7 @@ import operator
 
 import torch
 
-from .registry import Built, Call, Exported, ExportError, NoAttrs, OpSpec, register
+from .registry import Built, Call, Epilogue, Exported, ExportError, NoAttrs, OpSpec, register
 
 
 def _add_call(call: Call) -> Exported:
@@ -19,7 +19,7 @@ register(
     OpSpec(
         "add",
         NoAttrs,
-        lambda b: Built(torch.add),
+        lambda b: Built(torch.add, epilogue=Epilogue("residual")),
         inputs=2,
         functions=(operator.add, torch.add, operator.iadd),
         methods=("add",),

@@ -161,11 +161,23 @@ class Build(Generic[A]):
 
 
 @dataclass(frozen=True)
+class Epilogue:
+    """What a binary conv's epilogue can do in place of this op when the op reads the conv's
+    output (``graph`` chooses the fusion): ``"residual"``, the sum of the conv and another
+    tensor; ``"prelu"``, PReLU with ``slope`` (1 value, or 1 per channel)."""
+
+    kind: str
+    slope: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class Built:
-    """What a builder returns: the function of the node's inputs, and for a binary op its layer."""
+    """What a builder returns: the function of the node's inputs, for a binary op its layer, and
+    for an op a binary conv's epilogue can absorb, how."""
 
     fn: Fn
     layer: BinaryLayer | None = None
+    epilogue: Epilogue | None = None
 
 
 # ---- exporting ---------------------------------------------------------------------------
