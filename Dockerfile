@@ -8,6 +8,8 @@
 #            project's runtime dependencies (read from pyproject.toml, so this layer is cached until
 #            the dependencies change); test binaries and C++ headers of torch are pruned here.
 #   builder  python:3.11-slim + build-essential/cmake: builds the wheel (`pip wheel --no-deps .`).
+#   core-aarch64  opt-in (--target core-aarch64 --build-arg BNN_CORE_AARCH64=1): the C++ core and
+#            its tests cross-compiled for linux/arm64 and run under qemu-aarch64; see the stage.
 #   runtime  python:3.11-slim, no compiler: the venv from `deps`, the wheel, model_store/, a non-root user.
 #
 # The CPU build of torch: on machines with the real python:3.11-slim pass
@@ -53,6 +55,35 @@ COPY native/ native/
 COPY service/ service/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && ls -l /wheels
+
+# ---------------------------------------------------------------------------------------------
+# core-aarch64 (opt-in, never part of the default image): the C++ core and its GoogleTest suites
+# cross-compiled for linux/arm64 with Debian's g++-aarch64-linux-gnu and the project's toolchain
+# file (native/cmake/aarch64-linux-gnu.toolchain.cmake), every suite then run under qemu-aarch64
+# (NEON and portable paths, bit-exact against the reference); /out holds libbnn_core.a and bnn_tests:
+#   docker build --target core-aarch64 --build-arg BNN_CORE_AARCH64=1 -t bnn-core-aarch64 .
+# The legacy builder builds every stage before the target, so the default build passes through
+# this one: without the build argument it does nothing (BuildKit skips it anyway).
+FROM ${PYTHON_IMAGE} AS core-aarch64
+ARG BNN_CORE_AARCH64=0
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /src
+COPY native/ native/
+# hadolint ignore=DL3008
+RUN if [ "$BNN_CORE_AARCH64" != 1 ]; then echo "core-aarch64: skipped (--build-arg BNN_CORE_AARCH64=1 builds it)"; exit 0; fi \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends cmake make g++-aarch64-linux-gnu qemu-user libgtest-dev \
+ && rm -rf /var/lib/apt/lists/* \
+ && TOOLCHAIN=/src/native/cmake/aarch64-linux-gnu.toolchain.cmake \
+ && cmake -S /usr/src/googletest -B /tmp/gtest-build -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN" -DCMAKE_BUILD_TYPE=Release \
+          -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX=/opt/gtest-aarch64 \
+ && cmake --build /tmp/gtest-build -j"$(nproc)" && cmake --install /tmp/gtest-build \
+ && cmake -S native -B /tmp/core -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN" -DCMAKE_BUILD_TYPE=Release \
+          -DBNN_BUILD_TESTS=ON -DBNN_BUILD_PYTHON=OFF -DGTest_DIR=/opt/gtest-aarch64/lib/cmake/GTest \
+ && cmake --build /tmp/core -j"$(nproc)" --target bnn_core bnn_tests \
+ && qemu-aarch64 -L /usr/aarch64-linux-gnu /tmp/core/bnn_tests --gtest_brief=1 \
+ && mkdir -p /out && cp /tmp/core/libbnn_core.a /tmp/core/bnn_tests /out/ \
+ && rm -rf /tmp/gtest-build /tmp/core
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
