@@ -47,12 +47,13 @@ def epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str,
 
 
 def nhwc_array(t: torch.Tensor, name: str) -> np.ndarray:
-    """A float32 [N, C, H, W] tensor's values as an NHWC numpy array (a view when ``t`` is
-    channels-last in memory, else a copy)."""
+    """A float32 [N, C, H, W] tensor's values as an NHWC numpy array: a view (transposed by numpy,
+    a few µs less than by torch); C-contiguous when ``t`` is channels-last in memory, else the core's
+    binding copies it."""
     check_float_tensor(t, name, 4)
     if t.dtype != torch.float32:
         raise ValueError(f"{name} must be float32, got {t.dtype}")
-    return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
+    return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
 def run_kernel(
@@ -332,14 +333,11 @@ class InferenceConv:
 
     def _epilogue(self, residual: torch.Tensor | None) -> tuple[dict[str, np.ndarray], bool]:
         """The core's epilogue arguments for one call, and whether they need channels-last output."""
-        extra = self._extra
         if self._slope is None and residual is None:
-            return extra, False
-        extra = dict(extra)
-        if self._slope is not None:
-            extra["slope"] = self._slope
+            return self._extra, False
+        extra = self._extra if self._slope is None else {**self._extra, "slope": self._slope}
         if residual is not None:
-            extra["residual"] = nhwc_array(residual, "residual")
+            extra = {**extra, "residual": nhwc_array(residual, "residual")}
         return extra, True
 
     def _init(
