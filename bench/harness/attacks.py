@@ -460,15 +460,20 @@ def _counted_499(server: Server, exchange: Exchange, before: Counter) -> list[st
     return [] if set(got) == {"499"} else [f"/metrics counted the request as {dict(got) or 'nothing'}, not 499"]
 
 
+# The work left is ~1 min of CPU; a kernel that stops leaves the process busy for well under a second,
+# even on a 2-vCPU machine shared with other jobs (0.53 s measured there once against a 0.5 s bound).
+CPU_RELEASE_S = 1.0
+
+
 def _compute_cases() -> list[Attack]:
     return [
         Attack("e-deadline", group="e", description=f"2^36 binary multiply-adds (~1 min of CPU) under a "
                f"{TIMEOUT_S:g} s request timeout: 504, and the kernel stops", settings={"request_timeout_s": TIMEOUT_S},
                sent="/conv [1,16,1,1] x [1,16,256,256] b64, padding 255", send=_deadline, expect=frozenset({504}),
-               cpu_release=True, max_cpu_release_s=0.5, slow=True, check=_timely_504),
+               cpu_release=True, max_cpu_release_s=CPU_RELEASE_S, slow=True, check=_timely_504),
         Attack("e-client-leaves", group="e", description="the same request; the client closes its socket 0.5 s "
                "after sending: the kernel stops and /metrics counts 499", sent="same, socket closed after 0.5 s",
-               send=_client_leaves, expect=frozenset(), cpu_release=True, max_cpu_release_s=0.5,
+               send=_client_leaves, expect=frozenset(), cpu_release=True, max_cpu_release_s=CPU_RELEASE_S,
                check=_counted_499, slow=True),
     ]
 
