@@ -6,7 +6,9 @@ exports it to a temporary folder through ``service.export``, loads it with ``ser
 times single-image ``predict`` on 1 and 2 threads against the same architecture with nn.Conv2d
 in float PyTorch.
 
-    .venv/bin/python bench/bench_birealnet.py [--repeats 20] [--json out.json]
+    .venv/bin/python bench/bench_birealnet.py [--repeats 20] [--json out.json] [--profile]
+
+``--profile`` adds the packed model's time per op class (``bench/profile_model.py``) at batch 1.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -63,6 +67,10 @@ class BiRealNet18(nn.Module):
         return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))
 
 
+SPEC = {"channels": 3, "height": 224, "width": 224, "resize": "center_crop",
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "invert": False}
+
+
 def _randomise(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
@@ -90,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", default="1,2")
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", action="store_true",
+                   help="also the packed model's time per op class at batch 1 (bench/profile_model.py)")
     args = p.parse_args(argv)
     keep_freed_memory()  # as the service does; applies to every model timed here
     torch.manual_seed(0)
     bnn = _randomise(BiRealNet18(binary=True))
     fp = _randomise(BiRealNet18(binary=False))
-    spec = {"channels": 3, "height": 224, "width": 224, "resize": "center_crop",
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "invert": False}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export_model(bnn, f"{tmp}/birealnet18", "birealnet18", "0.0.0", spec, [f"class{i}" for i in range(1000)])
+        folder = export_model(bnn, f"{tmp}/birealnet18", "birealnet18", "0.0.0", SPEC, [f"class{i}" for i in range(1000)])
         loaded = load_model(folder)
     x = torch.randn(1, 3, 224, 224)
     # torch's float convs are often faster channels_last: time both layouts, report each
@@ -119,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             "float_torch_channels_last": round(_median_ms(fp_cl, x_cl, args.repeats), 2),
         }
         print(json.dumps({"threads": n, **result["latency_ms"][f"{n}_threads"]}), flush=True)
+        if args.profile:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from bench.profile_model import profile
+
+            result.setdefault("profile", {})[f"{n}_threads"] = prof = profile(loaded, 1, args.repeats)
+            print(json.dumps({"threads": n, "profile_ms": prof["classes_ms"], "profiled_ms": prof["profiled_ms"]}),
+                  flush=True)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
