@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     kernel_isa: Literal["auto", "avx512", "avx2", "neon", "portable"] = Field(
         "auto", description="Instruction-set path of the kernel (default: the best this CPU supports)."
     )
+    kernel_pool: Literal["auto", "openmp", "own"] = Field(
+        "auto",
+        description="Threads the binary kernel runs on: openmp, the OpenMP team torch's float ops run on (one "
+        "set of threads for the whole forward pass), or own, the kernel's own workers (default auto: openmp "
+        "when torch's OpenMP runtime is loaded).",
+    )
     omp_wait_policy: Literal["passive", "active"] = Field(
         "passive",
         description="OMP_WAIT_POLICY given to torch's OpenMP when the environment sets none: passive idle "
@@ -235,7 +241,7 @@ class Settings(BaseSettings):
             return f"model store {root} holds no model folder"
         return None
 
-    @field_validator("kernel_isa", "omp_wait_policy", "log_level", "log_format", "model_control", mode="before")
+    @field_validator("kernel_isa", "kernel_pool", "omp_wait_policy", "log_level", "log_format", "model_control", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         """Named choices are case-insensitive (BNN_LOG_LEVEL=DEBUG means debug)."""
@@ -251,5 +257,5 @@ def configure(settings: Settings) -> None:
     from service import kernel
 
     threads = settings.threads_per_worker
-    kernel.configure(threads=threads, isa=settings.kernel_isa)
+    kernel.configure(threads=threads, isa=settings.kernel_isa, pool=settings.kernel_pool)
     torch.set_num_threads(threads)

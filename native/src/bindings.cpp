@@ -201,6 +201,19 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("iters") = 200000, py::arg("repeats") = 20,
      "Binary MAC/s of the active path's register-resident XOR+popcount+add loop (benchmark helper).");
   m.def("get_num_threads", [] { return bnn::ThreadPool::global().num_threads(); });
+  m.def("set_thread_pool", [](const std::string& name) {
+    if (name != "openmp" && name != "own") throw py::value_error("thread pool must be 'openmp' or 'own', got '" + name + "'");
+    py::gil_scoped_release release;
+    return bnn::ThreadPool::global().set_backend(name == "openmp" ? bnn::ThreadPool::Backend::openmp
+                                                                  : bnn::ThreadPool::Backend::own);
+  }, py::arg("name"),
+     "Runs the kernel's parallel work on the process's OpenMP team ('openmp', torch's) or on its own workers "
+     "('own'); returns False (and changes nothing) for 'openmp' when no OpenMP runtime is loaded.");
+  m.def("thread_pool", [] {
+    return std::string(bnn::ThreadPool::global().backend() == bnn::ThreadPool::Backend::openmp ? "openmp" : "own");
+  });
+  m.def("openmp_loaded", &bnn::ThreadPool::openmp_loaded,
+        "Whether an OpenMP runtime (GOMP_parallel) is loaded in the process.");
 
   py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights")
       .def_static("from_float", [](const FloatArray& w) {

@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
@@ -50,6 +52,15 @@ class StopCheck {
 };
 }  // namespace
 
+// libgomp's entry point for `#pragma omp parallel` (LLVM's libomp exports it too): runs
+// fn(data) on a team of num_threads threads, the caller being one of them, and returns when all
+// have finished. Looked up, not linked: whichever runtime torch loaded is the one shared.
+static ThreadPool::OmpParallel find_omp_parallel() {
+  return reinterpret_cast<ThreadPool::OmpParallel>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+}
+
+bool ThreadPool::openmp_loaded() { return find_omp_parallel() != nullptr; }
+
 ThreadPool::ThreadPool(int num_threads) { start(num_threads); }
 ThreadPool::~ThreadPool() { stop(); }
 
@@ -66,9 +77,21 @@ void ThreadPool::set_num_threads(int n) {
   start(n);
 }
 
+bool ThreadPool::set_backend(Backend b) {
+  std::lock_guard<std::timed_mutex> call(call_mutex_);
+  const OmpParallel parallel = b == Backend::openmp ? find_omp_parallel() : nullptr;
+  if (b == Backend::openmp && !parallel) return false;
+  if (parallel == omp_parallel_) return true;
+  stop();
+  omp_parallel_ = parallel;
+  start(num_threads_);
+  return true;
+}
+
 void ThreadPool::start(int n) {
   stopping_ = false;
   num_threads_ = n;
+  if (omp_parallel_) return;  // the OpenMP runtime's team does the work
   const uint64_t gen = generation_.load();  // workers start from this generation, never a later one
   for (int i = 1; i < n; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
 }
@@ -147,6 +170,19 @@ void ThreadPool::worker_loop(uint64_t seen) {
   }
 }
 
+void ThreadPool::run_team(const Job& job) {
+  struct Team {
+    ThreadPool* pool;
+    const Job* job;
+  } team{this, &job};
+  // run_items never throws (run_range keeps an item's exception for the caller), so nothing
+  // unwinds through the OpenMP runtime's frames.
+  omp_parallel_([](void* p) {
+    auto* t = static_cast<Team*>(p);
+    t->pool->run_items(*t->job);
+  }, &team, static_cast<unsigned>(job.threads), 0);
+}
+
 void ThreadPool::lock_call(std::unique_lock<std::timed_mutex>& call, const CancelToken* token) {
   if (!token) {
     call.lock();
@@ -163,7 +199,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   if (token && token->cancelled()) throw Cancelled();
   std::unique_lock<std::timed_mutex> call(call_mutex_, std::defer_lock);
   lock_call(call, token);
-  if (workers_.empty() || n == 1) {
+  if (num_threads_ == 1 || n == 1) {
     if (!token) {
       for (int64_t i = 0; i < n; ++i) fn(i);
       return;
@@ -190,14 +226,18 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     skipped_.store(false, std::memory_order_relaxed);
     error_ = nullptr;
     claim_.store(static_cast<uint64_t>(job.id) << 32, std::memory_order_release);
-    generation_.fetch_add(1, std::memory_order_release);
+    if (!omp_parallel_) generation_.fetch_add(1, std::memory_order_release);
   }
-  wake_.notify_all();
-  run_items(job);
-  // Wait for the items the workers claimed (not for the workers themselves).
-  for (int spins = 0; done_.load(std::memory_order_acquire) < job.items; ++spins) {
-    if (spins < 4096) cpu_relax();
-    else std::this_thread::yield();
+  if (omp_parallel_) {
+    run_team(job);  // returns once every team thread has left the job: all items done or skipped
+  } else {
+    wake_.notify_all();
+    run_items(job);
+    // Wait for the items the workers claimed (not for the workers themselves).
+    for (int spins = 0; done_.load(std::memory_order_acquire) < job.items; ++spins) {
+      if (spins < 4096) cpu_relax();
+      else std::this_thread::yield();
+    }
   }
   std::exception_ptr error;
   {

@@ -13,6 +13,15 @@
 // within one item of cancel() (of a deadline: one item or ~10 us, whichever is longer), and
 // parallel_for then throws Cancelled. Exceptions never cross a thread: one thrown by fn in a
 // worker is caught there and rethrown in the caller.
+//
+// Backends. `own`: the pool's own n - 1 worker threads. `openmp`: the threads of the OpenMP
+// runtime already loaded in the process (torch's libgomp, found with dlsym; the core links no
+// OpenMP itself). Inside a model, torch's ops run on that runtime's team between convolutions: with
+// its own workers the kernel's threads and torch's alternate on the same cores, each set waking
+// the other's cores up or competing for them; sharing one team means the same hot threads run
+// every op of the forward pass. The items, their claiming, cancellation and errors are the same
+// in both; with openmp the caller waits at the team's barrier (GOMP_parallel returns when every
+// team thread has left the job), and one job still runs at a time.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -34,9 +43,18 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
+  enum class Backend { own, openmp };
+  using OmpParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);  // GOMP_parallel
+
   static ThreadPool& global();
   void set_num_threads(int n);  // throws std::invalid_argument for n < 1
   int num_threads() const { return num_threads_; }
+  // Switches backend; openmp needs an OpenMP runtime in the process (returns false and keeps the
+  // current backend when there is none).
+  bool set_backend(Backend b);
+  Backend backend() const { return omp_parallel_ ? Backend::openmp : Backend::own; }
+  // Whether an OpenMP runtime (its GOMP_parallel entry point) is loaded in the process now.
+  static bool openmp_loaded();
   // Runs fn(i) for i in [0, n); returns when all are done. Throws Cancelled if the calling
   // thread's token is cancelled before or while it runs (some fn(i) then never ran), or the
   // first exception fn threw (the other items still ran or were skipped, none is left running).
@@ -56,6 +74,9 @@ class ThreadPool {
   void run_items(const Job& job);
   bool run_range(const Job& job, int64_t begin, int64_t end) noexcept;
   void lock_call(std::unique_lock<std::timed_mutex>& call, const CancelToken* token);
+  void run_team(const Job& job);
+
+  OmpParallel omp_parallel_ = nullptr;  // set: the openmp backend (no own workers)
 
   int num_threads_ = 1;
   std::vector<std::thread> workers_;

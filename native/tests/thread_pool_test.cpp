@@ -9,7 +9,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
+
+#if BNN_TEST_OPENMP
+#include <omp.h>
+#endif
 
 #include "bnn.h"
 #include "cancel.h"
@@ -17,9 +22,23 @@
 
 namespace {
 
-class ThreadPoolTest : public ::testing::TestWithParam<int> {
+// (threads, backend): every test runs on the pool's own workers and on the OpenMP team (the test
+// binary links the compiler's OpenMP runtime, as torch brings its own into the Python process).
+using PoolParam = std::tuple<int, bnn::ThreadPool::Backend>;
+
+class ThreadPoolTest : public ::testing::TestWithParam<PoolParam> {
  protected:
-  bnn::ThreadPool pool{GetParam()};
+  void SetUp() override {
+    if (std::get<1>(GetParam()) == bnn::ThreadPool::Backend::openmp) {
+#if BNN_TEST_OPENMP
+      ASSERT_TRUE(pool.set_backend(bnn::ThreadPool::Backend::openmp)) << "no GOMP_parallel in the test binary";
+#else
+      GTEST_SKIP() << "built without an OpenMP runtime to test the openmp backend with";
+#endif
+    }
+  }
+  int threads() const { return std::get<0>(GetParam()); }
+  bnn::ThreadPool pool{std::get<0>(GetParam())};
   std::atomic<int64_t> ran{0};
 };
 
@@ -39,7 +58,7 @@ TEST_P(ThreadPoolTest, CancelSkipsTheItemsAfterIt) {
                                  }),
                bnn::Cancelled);
   // One thread runs nothing after item 10; more threads may have claimed a few more.
-  if (GetParam() == 1)
+  if (threads() == 1)
     EXPECT_EQ(ran.load(), 11);
   else
     EXPECT_LT(ran.load(), 200000);
@@ -132,7 +151,47 @@ TEST_P(ThreadPoolTest, ATokenBoundInAnotherThreadDoesNotReachThisOne) {
   EXPECT_EQ(packed.data.size(), kPackedWords);
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, ThreadPoolTest, ::testing::Values(1, 2, 3),
-                         [](const ::testing::TestParamInfo<int>& info) { return "t" + std::to_string(info.param); });
+TEST_P(ThreadPoolTest, EveryItemRunsOnceFromConcurrentCallers) {
+  std::vector<std::atomic<int>> hits(20000);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c)
+    callers.emplace_back([&] { pool.parallel_for(20000, [&](int64_t i) { hits[i].fetch_add(1); }); });
+  for (auto& t : callers) t.join();
+  for (const auto& h : hits) ASSERT_EQ(h.load(), 3);
+}
+
+TEST_P(ThreadPoolTest, SwitchingBackendKeepsTheThreadCount) {
+  const auto other = pool.backend() == bnn::ThreadPool::Backend::own ? bnn::ThreadPool::Backend::openmp
+                                                                     : bnn::ThreadPool::Backend::own;
+  if (pool.set_backend(other)) {
+    EXPECT_EQ(pool.backend(), other);
+  }
+  EXPECT_EQ(pool.num_threads(), threads());
+  pool.parallel_for(5000, [&](int64_t) { ran.fetch_add(1); });
+  EXPECT_EQ(ran.load(), 5000);
+}
+
+#if BNN_TEST_OPENMP
+TEST(ThreadPoolOpenMP, TheJobRunsOnATeamOfTheThreadCount) {
+  bnn::ThreadPool pool(3);
+  ASSERT_TRUE(pool.set_backend(bnn::ThreadPool::Backend::openmp));
+  std::atomic<int> team{0};
+  pool.parallel_for(1000, [&](int64_t) { team.store(omp_get_num_threads()); });
+  EXPECT_EQ(team.load(), 3);
+  pool.set_num_threads(2);
+  EXPECT_EQ(pool.backend(), bnn::ThreadPool::Backend::openmp);
+  pool.parallel_for(1000, [&](int64_t) { team.store(omp_get_num_threads()); });
+  EXPECT_EQ(team.load(), 2);
+}
+#endif
+
+INSTANTIATE_TEST_SUITE_P(
+    Threads, ThreadPoolTest,
+    ::testing::Combine(::testing::Values(1, 2, 3),
+                       ::testing::Values(bnn::ThreadPool::Backend::own, bnn::ThreadPool::Backend::openmp)),
+    [](const ::testing::TestParamInfo<PoolParam>& info) {
+      return "t" + std::to_string(std::get<0>(info.param)) +
+             (std::get<1>(info.param) == bnn::ThreadPool::Backend::openmp ? "_openmp" : "_own");
+    });
 
 }  // namespace

@@ -37,6 +37,8 @@ from .runtime import (
     get_num_threads,
     set_isa,
     set_num_threads,
+    set_thread_pool,
+    thread_pool,
     use_isa,
 )
 
@@ -64,7 +66,9 @@ __all__ = [
     "packed_bits",
     "set_isa",
     "set_num_threads",
+    "set_thread_pool",
     "sign",
+    "thread_pool",
     "unpack_weights",
     "use_isa",
 ]

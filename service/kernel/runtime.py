@@ -1,9 +1,9 @@
-"""The kernel's process-wide choices: instruction-set path, threads, and cancellation.
+"""The kernel's process-wide choices: instruction-set path, threads, thread pool, and cancellation.
 
 Nothing here runs at import. :func:`configure` applies the choices explicitly (the service calls it
 once at start-up from its settings). A program that never calls it gets the defaults: the best path
 this CPU supports (the core's own choice) and, from the first convolution on,
-``torch.get_num_threads()`` threads.
+``torch.get_num_threads()`` threads on torch's own OpenMP team (see :func:`set_thread_pool`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from service import _core
 
 ISAS = ("avx512", "avx2", "neon", "portable")
+POOLS = ("openmp", "own")
 
 # Cancellation: a token bound to a thread stops that thread's packing and convolutions within one
 # work item (a row of output) of ``token.cancel()`` (from any thread) or of its ``timeout_s``
@@ -25,6 +26,7 @@ CancelToken = _core.CancelToken
 Cancelled = _core.Cancelled  # a RuntimeError
 
 _threads_chosen = False  # set_num_threads or configure has run
+_pool_chosen = False  # set_thread_pool or configure has run
 
 
 def available_isas() -> list[str]:
@@ -70,11 +72,32 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
-def configure(threads: int | None = None, isa: str | None = None) -> None:
+def set_thread_pool(name: str) -> None:
+    """Which threads run the kernel's parallel work: ``"openmp"``, the team of the OpenMP runtime
+    torch loaded (the threads that run torch's own ops, so a model's binary convs and its float ops
+    share one set of threads instead of two sets alternating on the same cores), or ``"own"``, the
+    kernel's own workers. ``"auto"``: openmp when an OpenMP runtime is loaded, else own."""
+    global _pool_chosen
+    if name not in (*POOLS, "auto"):
+        raise ValueError(f"unknown thread pool {name!r}: expected 'auto', 'openmp' or 'own'")
+    if name == "auto":
+        name = "openmp" if _core.openmp_loaded() else "own"
+    if not _core.set_thread_pool(name):
+        raise ValueError("thread pool 'openmp' needs an OpenMP runtime in the process; none is loaded")
+    _pool_chosen = True
+
+
+def thread_pool() -> str:
+    """The threads the kernel runs on: ``"openmp"`` (torch's OpenMP team) or ``"own"``."""
+    ensure_configured()
+    return _core.thread_pool()
+
+
+def configure(threads: int | None = None, isa: str | None = None, pool: str | None = None) -> None:
     """Apply the kernel's choices: ``threads`` (None: ``torch.get_num_threads()``, the size of
-    torch's pool, which is idle while the kernel runs, so sharing it never oversubscribes) and
-    ``isa`` (None or ``"auto"``: the best path this CPU supports). A bad choice raises ValueError
-    naming it and changes nothing."""
+    torch's pool, which is idle while the kernel runs, so sharing it never oversubscribes),
+    ``isa`` (None or ``"auto"``: the best path this CPU supports) and ``pool`` (None or ``"auto"``:
+    see :func:`set_thread_pool`). A bad choice raises ValueError naming it and changes nothing."""
     if isa is not None and isa != "auto":
         if isa not in ISAS:
             raise ValueError(
@@ -84,12 +107,19 @@ def configure(threads: int | None = None, isa: str | None = None) -> None:
             raise ValueError(f"instruction set {isa!r} is not supported here; available: {available_isas()}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"num_threads must be an integer >= 1, got {threads!r}")
+    if pool not in (None, "auto", *POOLS):
+        raise ValueError(f"unknown thread pool {pool!r}: expected 'auto', 'openmp' or 'own'")
+    if pool == "openmp" and not _core.openmp_loaded():
+        raise ValueError("thread pool 'openmp' needs an OpenMP runtime in the process; none is loaded")
     set_isa(available_isas()[0] if isa in (None, "auto") else isa)
+    set_thread_pool(pool or "auto")
     set_num_threads(max(1, torch.get_num_threads()) if threads is None else threads)
 
 
 def ensure_configured() -> None:
-    """The default thread count, the first time the kernel runs unconfigured (then one bool test)."""
+    """The defaults, the first time the kernel runs unconfigured (then two bool tests)."""
+    if not _pool_chosen:
+        set_thread_pool("auto")
     if not _threads_chosen:
         set_num_threads(max(1, torch.get_num_threads()))
 

@@ -148,26 +148,92 @@ def test_packed_bits_round_trip():
         unpack_weights(bits, 200)
 
 
+@pytest.fixture(params=["openmp", "own"])
+def thread_pool(request):
+    """Each thread pool the kernel can run on (torch's OpenMP team is loaded in every test process)."""
+    previous = kernel.thread_pool()
+    kernel.set_thread_pool(request.param)
+    yield request.param
+    kernel.set_thread_pool(previous)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_thread_count_is_respected_and_exact(threads):
+def test_thread_count_is_respected_and_exact(threads, thread_pool):
     previous = kernel.get_num_threads()
     try:
         kernel.set_num_threads(threads)
-        assert kernel.get_num_threads() == threads
+        assert kernel.get_num_threads() == threads and kernel.thread_pool() == thread_pool
         x, w = torch.randn(3, 65, 13, 11), torch.randn(37, 65, 3, 3)
         assert torch.equal(binary_conv2d(x, w, padding=1), reference(x, w, padding=1))
+        xl = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(binary_conv2d(xl, w, padding=1), reference(x, w, padding=1))
     finally:
         kernel.set_num_threads(previous)
 
 
-def test_concurrent_callers_get_their_own_answers():
+def test_concurrent_callers_get_their_own_answers(thread_pool):
     from concurrent.futures import ThreadPoolExecutor
 
-    cases = [(torch.randn(1, 64, 9, 9), torch.randn(32, 64, 3, 3)) for _ in range(8)]
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda c: binary_conv2d(c[0], c[1], padding=1), cases * 4))
-    for (x, w), got in zip(cases * 4, results):
-        assert torch.equal(got, reference(x, w, padding=1))
+    previous = kernel.get_num_threads()
+    kernel.set_num_threads(2)
+    try:
+        cases = [(torch.randn(1, 64, 9, 9), torch.randn(32, 64, 3, 3)) for _ in range(8)]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda c: binary_conv2d(c[0], c[1], padding=1), cases * 4))
+        for (x, w), got in zip(cases * 4, results):
+            assert torch.equal(got, reference(x, w, padding=1))
+    finally:
+        kernel.set_num_threads(previous)
+
+
+def test_thread_pool_choices():
+    """auto is torch's OpenMP team when one is loaded (torch's wheels bring libgomp); a bad name
+    is refused and changes nothing; configure() and the settings choose it."""
+    from pydantic import ValidationError
+
+    from service import _core
+    from service.settings import Settings, configure
+
+    assert _core.openmp_loaded()
+    previous = kernel.thread_pool()
+    try:
+        kernel.set_thread_pool("own")
+        with pytest.raises(ValueError, match="unknown thread pool"):
+            kernel.set_thread_pool("gomp")
+        with pytest.raises(ValueError, match="unknown thread pool"):
+            kernel.configure(pool="tbb")
+        assert kernel.thread_pool() == "own"
+        kernel.set_thread_pool("auto")
+        assert kernel.thread_pool() == "openmp"
+        configure(Settings(kernel_pool="OWN", kernel_threads=2))
+        assert kernel.thread_pool() == "own" and kernel.get_num_threads() == 2
+        configure(Settings(kernel_threads=2))
+        assert kernel.thread_pool() == "openmp" and kernel.get_num_threads() == 2
+        with pytest.raises(ValidationError, match="kernel_pool"):
+            Settings(kernel_pool="tbb")
+    finally:
+        kernel.set_thread_pool(previous)
+
+
+def test_default_thread_pool_is_torchs_openmp_team():
+    """A program that never configures the kernel runs it on torch's OpenMP team; with the own
+    pool, the process has the kernel's workers besides torch's threads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, torch; torch.set_num_threads(3); from service import kernel;"
+        "x, w = torch.randn(1, 64, 32, 32), torch.randn(64, 64, 3, 3);"
+        "kernel.binary_conv2d(x, w, padding=1); torch.nn.functional.conv2d(x, w, padding=1);"
+        "import os; print(kernel.thread_pool(), len(os.listdir('/proc/self/task')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    pool, tasks = out.stdout.split()
+    own = code.replace("kernel.binary_conv2d(x", "kernel.set_thread_pool('own'); kernel.binary_conv2d(x")
+    out_own = subprocess.run([sys.executable, "-c", own], capture_output=True, text=True, check=True)
+    pool_own, tasks_own = out_own.stdout.split()
+    assert (pool, pool_own) == ("openmp", "own")
+    assert int(tasks_own) == int(tasks) + 2  # the own pool's two workers; openmp adds none
 
 
 def test_dispatch_reports_and_forces_paths():
