@@ -7,9 +7,13 @@ output, and of the executor's fusions. Not a timing test.
 1. The kernel against torch's conv on random shapes, with the fused epilogue's every step (scale
    and bias; residual sum and PReLU on channels-last output; the packed-sign and the dual output)
    against the separate torch ops, bit for bit (zeros of both signs compared as bits).
-2. Every model of model_store/ (and Bi-Real-Net-18 with --birealnet): the executor with its
-   fusions (``LoadedModel.summary()["fusions"]``, packed and dual outputs) against the same graph
-   run node by node (``Executor(fuse=False)``), on every ISA path and 1 and 2 threads.
+   ReActNet's shifts likewise: the packing of sign(x + shift) (RSign folded into the packing), RPReLU
+   in the epilogue (residual, shift, PReLU, shift), and the dual output's bits of y + shift (the
+   next layer's RSign), against torch's separate ops.
+2. Every model of model_store/ (and Bi-Real-Net-18 with --birealnet, ReActNet-A with --reactnet):
+   the executor with its fusions (``LoadedModel.summary()["fusions"]``, packed and dual outputs,
+   ``sign_shifts``) against the same graph run node by node (``Executor(fuse=False)``), on every ISA
+   path and 1 and 2 threads.
 3. With --fashion-logits FILE: the shipped model's logits on the 10,000 Fashion-MNIST test images
    are written to FILE (.npy), or, when FILE exists, compared with it bit for bit; with
    --checkout DIR they are computed by that older checkout's code (this environment's core).
@@ -111,10 +115,59 @@ def one(rng, isa, threads):
     if not same_bits(torch.from_numpy(dual_f).permute(0, 3, 1, 2), want_f) or not np.array_equal(
             dual_bits.words(), want_bits.words()):
         raise SystemExit(f"MISMATCH (dual output, residual={res is not None} prelu={slope is not None}) {desc}")
+    reactnet_shifts(rng, x, arr, cl, ph, pw, pwt, (sh, sw), (dh, dw), pv, kw, ref, res, out_pad, desc)
 
 
-def check_models(birealnet: bool) -> None:
-    """Every stored model (and Bi-Real-Net-18): fused executor == node-by-node executor, bitwise."""
+def reactnet_shifts(rng, x, arr, cl, ph, pw, pwt, stride, dilation, pv, kw, ref, res, out_pad, desc):
+    """RSign in the packing (sign(x + t)), RPReLU in the epilogue, the dual output's bits of y + t,
+    each against torch's separate ops, bit for bit."""
+    C, O = x.shape[1], ref.shape[1]
+    t_in = torch.randn(C)
+    if rng.random() < 0.5:
+        x = x.clone()
+        x[0, :, 0, 0] = -t_in  # sums of exactly zero
+        arr = x.permute(0, 2, 3, 1).contiguous().numpy() if cl else x.numpy()
+    want_in = _core.pack_activations(sgn(x + t_in.view(1, -1, 1, 1)).contiguous().numpy(), False, (ph, pw))
+    shifted = _core.pack_activations(arr, cl, (ph, pw), shift=t_in.numpy())
+    if not np.array_equal(shifted.words(), want_in.words()):
+        raise SystemExit(f"MISMATCH (shifted packing) {desc}")
+    # the conv of the shifted bits, then residual + RPReLU in the epilogue and shifted dual bits
+    if pv == 0:
+        conv = F.conv2d(F.pad(sgn(x + t_in.view(1, -1, 1, 1)), (pw, pw, ph, ph)).double(), sgn_w(pwt).double(),
+                        stride=stride, dilation=dilation)
+    else:
+        conv = F.conv2d(F.pad(sgn(x + t_in.view(1, -1, 1, 1)), (pw, pw, ph, ph), value=float(pv)).double(),
+                        sgn_w(pwt).double(), stride=stride, dilation=dilation)
+    conv = conv.float()
+    if "scale" in kw:
+        conv = conv * torch.from_numpy(kw["scale"]).view(1, -1, 1, 1) + torch.from_numpy(kw["bias"]).view(1, -1, 1, 1)
+    si, a, so, t_out = (torch.randn(O) for _ in range(4))
+    want = conv if res is None else torch.add(conv, res)
+    want = F.prelu(want + si.view(1, -1, 1, 1), a) + so.view(1, -1, 1, 1)
+    post = dict(kw, shift_in=si.numpy(), slope=a.numpy(), shift_out=so.numpy())
+    if res is not None:
+        post["residual"] = res.permute(0, 2, 3, 1).contiguous().numpy()
+    got = _core.conv2d(arr, cl, pwt, stride, (ph, pw), dilation, pv, channels_last_out=True,
+                       input_shift=t_in.numpy(), **post)
+    if not same_bits(torch.from_numpy(got).permute(0, 3, 1, 2), want):
+        raise SystemExit(f"MISMATCH (input shift + rprelu epilogue, residual={res is not None}) {desc}")
+    dual_f, dual_bits = _core.conv2d_packed_dual(shifted, pwt, stride, dilation, pv, out_padding=out_pad,
+                                                 out_shift=t_out.numpy(), **post)
+    want_bits = _core.pack_activations(sgn(want + t_out.view(1, -1, 1, 1)).contiguous().numpy(), False, out_pad)
+    if not same_bits(torch.from_numpy(dual_f).permute(0, 3, 1, 2), want) or not np.array_equal(
+            dual_bits.words(), want_bits.words()):
+        raise SystemExit(f"MISMATCH (dual output with out_shift, residual={res is not None}) {desc}")
+
+
+def sgn_w(pwt):
+    """±1 float weights [O, C, KH, KW] from packed ones."""
+    from service.kernel.packing import signed_weights
+
+    return signed_weights(pwt)
+
+
+def check_models(birealnet: bool, reactnet: bool = False) -> None:
+    """Every stored model (and Bi-Real-Net-18, ReActNet-A): fused executor == node-by-node executor, bitwise."""
     from service.model import ModelStore, load_model
     from service.model.graph import Executor
     from service.model.store import read_weights
@@ -127,6 +180,18 @@ def check_models(birealnet: bool) -> None:
             from bench.profile_model import birealnet_folder
 
             models["birealnet18"] = load_model(birealnet_folder(tmp))
+        if reactnet:
+            sys.path.insert(0, str(REPO))
+            from bench.bench_reactnet import randomise
+            from service.export import export_model
+            from service.model.zoo import ReActNetA
+
+            torch.manual_seed(0)
+            spec = {"channels": 3, "height": 224, "width": 224, "resize": "center_crop",
+                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "invert": False}
+            folder = export_model(randomise(ReActNetA()), Path(tmp) / "reactnet_a", "reactnet-a", "0.0.0", spec,
+                                  [str(i) for i in range(1000)])
+            models["reactnet_a"] = load_model(folder)
         for name, model in models.items():
             graph = model.manifest.graph
             tensors, _ = read_weights(model.folder, model.manifest)
@@ -143,7 +208,8 @@ def check_models(birealnet: bool) -> None:
                         with torch.no_grad():
                             if not same_bits(model.predict(x), unfused.run(x)):
                                 raise SystemExit(f"MISMATCH fused vs unfused: {name} isa={isa} threads={threads}")
-            print(f"ok {name}: fusions {model.summary()['fusions']}, dual outputs {list(model.executor.dual_outputs)}")
+            print(f"ok {name}: fusions {model.summary()['fusions']}, dual outputs {list(model.executor.dual_outputs)}, "
+                  f"sign shifts {model.executor.sign_shifts}")
 
 
 def fashion_logits(path: Path) -> None:
@@ -179,6 +245,7 @@ def main():
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--birealnet", action="store_true", help="also check Bi-Real-Net-18's fusions")
+    ap.add_argument("--reactnet", action="store_true", help="also check ReActNet-A's fusions (224x224)")
     ap.add_argument("--fashion-logits", type=Path, help="write, or compare with, the shipped model's test logits")
     ap.add_argument("--checkout", type=Path, help="with --fashion-logits: an older checkout's code")
     a = ap.parse_args()
@@ -200,7 +267,7 @@ def main():
             for _ in range(a.n if isa != "portable" else a.n // 3):
                 one(rng, isa, threads)
         print("ok", isa)
-    check_models(a.birealnet)
+    check_models(a.birealnet, a.reactnet)
     _core.set_isa(prev)
     _core.set_num_threads(1)
 

@@ -54,7 +54,9 @@ class PackedActivations:
     def nbytes(self) -> int: ...
     def words(self) -> _WordArray: ...
 
-def pack_activations(x: _FloatArray, channels_last: bool, padding: tuple[int, int]) -> PackedActivations: ...
+def pack_activations(
+    x: _FloatArray, channels_last: bool, padding: tuple[int, int], shift: _FloatArray | None = None
+) -> PackedActivations: ...
 def conv2d_packed(
     x: PackedActivations,
     weights: PackedWeights,
@@ -66,6 +68,8 @@ def conv2d_packed(
     channels_last_out: bool = False,
     residual: _FloatArray | None = None,
     slope: _FloatArray | None = None,
+    shift_in: _FloatArray | None = None,
+    shift_out: _FloatArray | None = None,
 ) -> _FloatArray: ...
 def conv2d_packed_dual(
     x: PackedActivations,
@@ -78,6 +82,9 @@ def conv2d_packed_dual(
     residual: _FloatArray | None = None,
     slope: _FloatArray | None = None,
     out_padding: tuple[int, int] = (0, 0),
+    shift_in: _FloatArray | None = None,
+    shift_out: _FloatArray | None = None,
+    out_shift: _FloatArray | None = None,
 ) -> tuple[_FloatArray, PackedActivations]: ...
 def conv2d_packed_sign(
     x: PackedActivations,
@@ -102,4 +109,7 @@ def conv2d(
     channels_last_out: bool = False,
     residual: _FloatArray | None = None,
     slope: _FloatArray | None = None,
+    input_shift: _FloatArray | None = None,
+    shift_in: _FloatArray | None = None,
+    shift_out: _FloatArray | None = None,
 ) -> _FloatArray: ...

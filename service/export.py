@@ -111,6 +111,18 @@ def _function_node(name: str, node: fx.Node, inputs: list[str]) -> _IRNode | Non
     return _node(name, spec, inputs, lambda: matcher(Call(node, len(inputs))))
 
 
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    """The tensors a traced node takes, in order: its arguments, and those in a list argument
+    (``torch.cat([a, b])``)."""
+    found: list[fx.Node] = []
+    for a in [*node.args, *node.kwargs.values()]:
+        if isinstance(a, fx.Node):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found += [t for t in a if isinstance(t, fx.Node)]
+    return found
+
+
 def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
     try:
         graph = _Tracer(autowrap_functions=traced_functions()).trace(model)
@@ -135,7 +147,7 @@ def _trace(model: nn.Module) -> tuple[list[_IRNode], str]:
                 raise ExportError("the model must return a single tensor")
             output = alias[out.name]
             continue
-        tensor_args = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+        tensor_args = _tensor_args(node)
         inputs = [alias[a.name] for a in tensor_args]
         name = node.target if node.op == "call_module" and node.target not in used_names else node.name
         name = name.replace("-", "_")

@@ -2,6 +2,7 @@
 // channels-last layout with the active instruction set's packing routines.
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "activations.h"
 #include "geometry.h"
@@ -24,28 +25,51 @@ void transpose64(uint64_t a[64]) {
   }
 }
 
-// Packs x into `out`, whose geometry and zeroed buffer are set.
-void pack_into(const float* x, bool channels_last, PackedActivations& out, ThreadPool& pool) {
+// Packs x into `out`, whose geometry and zeroed buffer are set; with `shift` ([C]), the sign bits
+// of x + shift[c] (one float add, as torch's x + shift, then the same packing).
+void pack_into(const float* x, bool channels_last, const float* shift, PackedActivations& out, ThreadPool& pool) {
   const int64_t N = out.N, C = out.C, H = out.H, W = out.W, ph = out.ph, pw = out.pw;
   const KernelTable& kt = active_kernels();
   const int64_t words = out.words, Wp = out.Wp(), HW = H * W;
   uint64_t* dst = out.data.data();
   auto pixel_word = [&](int64_t n, int64_t p) { return dst + ((n * out.Hp() + p / W + ph) * Wp + p % W + pw) * words; };
+  // One NHWC image row (W pixels, C floats apart) -> words [W][words].
+  auto pack_nhwc = [&](const float* row, uint64_t* d) {
+    if (kt.pack_nhwc_row) {
+      kt.pack_nhwc_row(row, W, C, words, d);
+      return;
+    }
+    for (int64_t w = 0; w < W; ++w, d += words)
+      for (int64_t k = 0; k < words; ++k) d[k] = kt.sign_mask64(row + w * C + k * 64, std::min<int64_t>(64, C - k * 64));
+  };
 
+  if (shift) {
+    // RSign folded into the packing: x + shift into a per-row NHWC scratch (in cache), then the
+    // active instruction set's row packing, so no path needs code of its own for it.
+    pool.parallel_for(N * H, [&](int64_t r) {
+      const int64_t n = r / H, h = r % H;
+      thread_local std::vector<float> scratch;
+      scratch.resize(static_cast<size_t>(W * C));
+      float* s = scratch.data();
+      if (channels_last) {
+        const float* src = x + (n * H + h) * W * C;
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t c = 0; c < C; ++c) s[w * C + c] = src[w * C + c] + shift[c];
+      } else {
+        for (int64_t c = 0; c < C; ++c) {
+          const float* src = x + (n * C + c) * HW + h * W;
+          for (int64_t w = 0; w < W; ++w) s[w * C + c] = src[w] + shift[c];
+        }
+      }
+      pack_nhwc(s, pixel_word(n, h * W));
+    });
+    return;
+  }
   if (channels_last) {
     // Each pixel's channels are contiguous: 64 floats -> one word.
-    const int64_t rows = N * H;
-    pool.parallel_for(rows, [&](int64_t r) {
+    pool.parallel_for(N * H, [&](int64_t r) {
       const int64_t n = r / H, h = r % H;
-      if (kt.pack_nhwc_row) {
-        kt.pack_nhwc_row(x + (n * H + h) * W * C, W, C, words, pixel_word(n, h * W));
-        return;
-      }
-      for (int64_t w = 0; w < W; ++w) {
-        const float* src = x + ((n * H + h) * W + w) * C;
-        uint64_t* d = pixel_word(n, h * W + w);
-        for (int64_t k = 0; k < words; ++k) d[k] = kt.sign_mask64(src + k * 64, std::min<int64_t>(64, C - k * 64));
-      }
+      pack_nhwc(x + (n * H + h) * W * C, pixel_word(n, h * W));
     });
     return;
   }
@@ -85,7 +109,7 @@ void pack_into(const float* x, bool channels_last, PackedActivations& out, Threa
 }  // namespace
 
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
-                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool) {
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool, const float* shift) {
   ConvShape s;
   s.N = N, s.C = C, s.H = H, s.W = W, s.ph = ph, s.pw = pw, s.KH = 1, s.KW = 1;
   s.validate();
@@ -93,7 +117,7 @@ void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W
   PackedActivations packed;
   packed.N = N, packed.C = C, packed.H = H, packed.W = W, packed.ph = ph, packed.pw = pw, packed.words = words_for(C);
   packed.data = WordBuffer(static_cast<size_t>(N * packed.Hp() * packed.Wp() * packed.words));
-  pack_into(x, channels_last, packed, pool);
+  pack_into(x, channels_last, shift, packed, pool);
   out = std::move(packed);
 }
 

@@ -17,9 +17,11 @@ class PackedActivations {
 };
 
 // x is float32, NCHW contiguous (channels_last=false) or NHWC contiguous (channels_last=true).
-// Throws std::invalid_argument for a shape ConvShape::validate refuses, and Cancelled (cancel.h)
-// when the calling thread's token is cancelled while it runs; `out` is then left as it was.
+// With `shift` (float32 [C]), packs the signs of x + shift[c] instead (ReActNet's RSign: the same
+// float sum as torch's x + shift, then the same bits). Throws std::invalid_argument for a shape
+// ConvShape::validate refuses, and Cancelled (cancel.h) when the calling thread's token is
+// cancelled while it runs; `out` is then left as it was.
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
-                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool);
+                      int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool, const float* shift = nullptr);
 
 }  // namespace bnn

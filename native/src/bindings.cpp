@@ -51,16 +51,19 @@ FloatArray aligned_floats(const std::vector<py::ssize_t>& shape) {
   return FloatArray(shape, static_cast<float*>(p), owner);
 }
 
-std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last, Pair padding) {
+// shift: [C] or none; with it, the signs of x + shift[c] (an RSign folded into the packing).
+std::shared_ptr<PackedActivations> pack(const FloatArray& x, bool channels_last, Pair padding,
+                                        const std::optional<FloatArray>& shift) {
   require_ndim(x, 4, "input");
   auto out = std::make_shared<PackedActivations>();
   const int64_t N = x.shape(0);
   const int64_t C = channels_last ? x.shape(3) : x.shape(1);
   const int64_t H = channels_last ? x.shape(1) : x.shape(2);
   const int64_t W = channels_last ? x.shape(2) : x.shape(3);
+  const float* shift_data = optional_vector(shift, C, "input shift");
   py::gil_scoped_release release;
   bnn::pack_activations(x.data(), N, C, H, W, channels_last, padding.first, padding.second, *out,
-                        bnn::ThreadPool::global());
+                        bnn::ThreadPool::global(), shift_data);
   return out;
 }
 
@@ -77,12 +80,17 @@ ConvShape conv_shape(const PackedActivations& x, const PackedWeights& w, Pair st
   return s;
 }
 
+// The float steps after the affine one (OutputTransform): each [O] or none.
+struct PostVectors {
+  std::optional<FloatArray> shift_in, slope, shift_out;
+};
+
 // The epilogue from the Python arguments: scale and bias [O]; for the fused residual sum, a float32
-// NHWC [N, OH, OW, O] array; for PReLU, slopes [O].
+// NHWC [N, OH, OW, O] array; for PReLU, slopes [O]; for RPReLU, shifts before and after it [O].
 bnn::OutputTransform output_transform(const ConvShape& s, const std::optional<FloatArray>& scale,
                                       const std::optional<FloatArray>& bias,
                                       const std::optional<FloatArray>& residual = std::nullopt,
-                                      const std::optional<FloatArray>& slope = std::nullopt) {
+                                      const PostVectors& post = {}) {
   bnn::OutputTransform t{optional_vector(scale, s.O, "scale"), optional_vector(bias, s.O, "bias")};
   if (residual) {
     const std::vector<py::ssize_t> want{s.N, s.OH(), s.OW(), s.O};
@@ -91,7 +99,9 @@ bnn::OutputTransform output_transform(const ConvShape& s, const std::optional<Fl
                             std::to_string(s.OH()) + ", " + std::to_string(s.OW()) + ", " + std::to_string(s.O) + "]");
     t.residual = residual->data();
   }
-  t.slope = optional_vector(slope, s.O, "slope");
+  t.shift_in = optional_vector(post.shift_in, s.O, "shift_in");
+  t.slope = optional_vector(post.slope, s.O, "slope");
+  t.shift_out = optional_vector(post.shift_out, s.O, "shift_out");
   return t;
 }
 
@@ -102,10 +112,9 @@ FloatArray float_output(const ConvShape& s, bool channels_last_out) {
 
 FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
                        int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
-                       bool channels_last_out, const std::optional<FloatArray>& residual,
-                       const std::optional<FloatArray>& slope) {
+                       bool channels_last_out, const std::optional<FloatArray>& residual, const PostVectors& post) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
-  const bnn::OutputTransform t = output_transform(s, scale, bias, residual, slope);
+  const bnn::OutputTransform t = output_transform(s, scale, bias, residual, post);
   FloatArray out = float_output(s, channels_last_out);
   float* dst = out.mutable_data();
   {
@@ -118,9 +127,11 @@ FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair 
 std::pair<FloatArray, std::shared_ptr<PackedActivations>> conv_packed_dual(
     const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation, int pad_value,
     const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
-    const std::optional<FloatArray>& residual, const std::optional<FloatArray>& slope, Pair out_padding) {
+    const std::optional<FloatArray>& residual, const PostVectors& post, Pair out_padding,
+    const std::optional<FloatArray>& out_shift) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
-  const bnn::OutputTransform t = output_transform(s, scale, bias, residual, slope);
+  bnn::OutputTransform t = output_transform(s, scale, bias, residual, post);
+  t.sign_shift = optional_vector(out_shift, s.O, "out_shift");
   FloatArray out = float_output(s, true);
   float* dst = out.mutable_data();
   auto bits = std::make_shared<PackedActivations>();
@@ -252,18 +263,39 @@ PYBIND11_MODULE(_core, m) {
       }, "A copy of the packed words [N][H + 2*ph][W + 2*pw][words] uint64; bit c%64 of word c//64 is set where "
          "the value is negative (or NaN); the border and the channel tail bits are zero.");
 
-  m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"));
-  m.def("conv2d_packed", &conv_packed, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
+  m.def("pack_activations", &pack, py::arg("x"), py::arg("channels_last"), py::arg("padding"),
+        py::arg("shift") = py::none(),
+        "Sign bits of x (float32 NCHW, or NHWC with channels_last) with a +1 border `padding`; with `shift` (one "
+        "per channel), of x + shift.");
+  m.def("conv2d_packed", [](const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                            int pad_value, const std::optional<FloatArray>& scale,
+                            const std::optional<FloatArray>& bias, bool channels_last_out,
+                            const std::optional<FloatArray>& residual, std::optional<FloatArray> slope,
+                            std::optional<FloatArray> shift_in, std::optional<FloatArray> shift_out) {
+    return conv_packed(x, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual,
+                       {std::move(shift_in), std::move(slope), std::move(shift_out)});
+  }, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
         py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
+        py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(),
         "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True. With "
-        "channels_last_out, the epilogue also adds `residual` (float32 NHWC, the output's shape) and applies PReLU "
-        "with `slope` (one per output channel): y > 0 ? y : slope * y.");
-  m.def("conv2d_packed_dual", &conv_packed_dual, py::arg("x"), py::arg("weights"), py::arg("stride"),
+        "channels_last_out, the epilogue also adds `residual` (float32 NHWC, the output's shape), then `shift_in`, "
+        "applies PReLU with `slope` (y > 0 ? y : slope * y), then adds `shift_out` (each one per output channel; "
+        "the three together are RPReLU).");
+  m.def("conv2d_packed_dual", [](const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                                 int pad_value, const std::optional<FloatArray>& scale,
+                                 const std::optional<FloatArray>& bias, const std::optional<FloatArray>& residual,
+                                 std::optional<FloatArray> slope, Pair out_padding, std::optional<FloatArray> shift_in,
+                                 std::optional<FloatArray> shift_out, const std::optional<FloatArray>& out_shift) {
+    return conv_packed_dual(x, w, stride, dilation, pad_value, scale, bias, residual,
+                            {std::move(shift_in), std::move(slope), std::move(shift_out)}, out_padding, out_shift);
+  }, py::arg("x"), py::arg("weights"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("residual") = py::none(), py::arg("slope") = py::none(), py::arg("out_padding") = Pair{0, 0},
-        "conv2d_packed's NHWC float output (channels_last_out=True, residual and slope as there) and, from the "
-        "same pass, the PackedActivations pack_activations would make of it with padding out_padding.");
+        py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(), py::arg("out_shift") = py::none(),
+        "conv2d_packed's NHWC float output (channels_last_out=True, residual, shifts and slope as there) and, from "
+        "the same pass, the PackedActivations pack_activations would make of it with padding out_padding (with "
+        "`out_shift`, one per output channel: of the output + out_shift, as pack_activations' shift).");
   m.def("conv2d_packed_sign", &conv_packed_sign, py::arg("x"), py::arg("weights"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("out_padding") = Pair{0, 0},
@@ -273,11 +305,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("conv2d", [](const FloatArray& x, bool channels_last, const PackedWeights& w, Pair stride, Pair padding,
                      Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
                      const std::optional<FloatArray>& bias, bool channels_last_out,
-                     const std::optional<FloatArray>& residual, const std::optional<FloatArray>& slope) {
-    auto packed = pack(x, channels_last, padding);
-    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual, slope);
+                     const std::optional<FloatArray>& residual, std::optional<FloatArray> slope,
+                     const std::optional<FloatArray>& input_shift, std::optional<FloatArray> shift_in,
+                     std::optional<FloatArray> shift_out) {
+    auto packed = pack(x, channels_last, padding, input_shift);
+    return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual,
+                       {std::move(shift_in), std::move(slope), std::move(shift_out)});
   }, py::arg("x"), py::arg("channels_last"), py::arg("weights"), py::arg("stride"), py::arg("padding"),
      py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
      py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
-     "Pack and convolve. Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True.");
+     py::arg("input_shift") = py::none(), py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(),
+     "Pack (the signs of x, or of x + input_shift per input channel) and convolve. Output float32 NCHW "
+     "[N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True; the epilogue as conv2d_packed's.");
 }

@@ -78,8 +78,9 @@ PackedActivations sign_output(const ConvShape& s, int64_t out_ph, int64_t out_pw
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
                    const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
   if (t.sign_bits) invalid("binary_conv2d writes no sign bits (binary_conv2d_dual does)");
-  if ((t.residual || t.slope) && !channels_last_out)
-    invalid("a fused residual sum or PReLU needs channels-last output");
+  if (t.sign_shift) invalid("binary_conv2d writes no sign bits, so takes no sign shift (binary_conv2d_dual does)");
+  if (t.has_float_post_ops() && !channels_last_out)
+    invalid("a fused residual sum, PReLU or shift needs channels-last output");
   ConvJob job;
   job.t = t, job.out = out, job.channels_last_out = channels_last_out;
   run_conv(x, w, s, job, pool);
@@ -89,7 +90,7 @@ void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, cons
                         const OutputTransform& t, int64_t out_ph, int64_t out_pw, PackedActivations& out,
                         ThreadPool& pool) {
   s.validate();
-  if (t.has_post_ops()) invalid("a fused residual sum or PReLU needs float output (binary_conv2d_dual)");
+  if (t.has_post_ops()) invalid("a fused residual sum, PReLU, shift or sign shift needs float output (binary_conv2d_dual)");
   // Built aside and moved into `out` only when complete (a cancelled conv leaves `out` as it was).
   PackedActivations bits = sign_output(s, out_ph, out_pw);
   ConvJob job;

@@ -11,17 +11,24 @@ namespace bnn {
 
 // The epilogue: per output channel y = acc * scale[o] + bias[o]; then, for float channels-last
 // output only, each step the separate op would do with the same float operations, in this order:
-// y = y + residual (a residual sum), y = y > 0 ? y : slope[o] * y (PReLU), and the packed sign
-// bits of y as a second output. Every pointer may be null (the step is skipped).
+// y = y + residual (a residual sum), y = y + shift_in[o], y = y > 0 ? y : slope[o] * y (PReLU),
+// y = y + shift_out[o] (the shifts and the PReLU together: ReActNet's RPReLU), and the packed
+// sign bits of y (or of y + sign_shift[o]: the next layer's RSign) as a second output. Every
+// pointer may be null (the step is skipped).
 struct OutputTransform {
-  const float* scale = nullptr;     // 1
-  const float* bias = nullptr;      // 0
-  const float* residual = nullptr;  // float32 NHWC [N][OH][OW][O]
-  const float* slope = nullptr;     // [O]
-  // Set by binary_conv2d_dual only: also writes bit o of a pixel where !(y >= 0), as
-  // binary_conv2d_sign does (its own border ph, pw; border and tail bits zero).
+  const float* scale = nullptr;      // 1
+  const float* bias = nullptr;       // 0
+  const float* residual = nullptr;   // float32 NHWC [N][OH][OW][O]
+  const float* slope = nullptr;      // [O]
+  const float* shift_in = nullptr;   // [O]
+  const float* shift_out = nullptr;  // [O]
+  // Set by binary_conv2d_dual only: also writes bit o of a pixel where !(y >= 0) (with
+  // sign_shift: !(y + sign_shift[o] >= 0)), as binary_conv2d_sign does (its own border ph, pw;
+  // border and tail bits zero).
   PackedActivations* sign_bits = nullptr;
-  bool has_post_ops() const { return residual || slope || sign_bits; }
+  const float* sign_shift = nullptr;  // [O]
+  bool has_float_post_ops() const { return residual || shift_in || slope || shift_out; }
+  bool has_post_ops() const { return has_float_post_ops() || sign_bits || sign_shift; }
 };
 
 class ThreadPool;

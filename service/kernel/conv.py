@@ -24,6 +24,7 @@ from .packing import (
     PackedActivations,
     PackedWeights,
     as_kernel_input,
+    channel_vector,
     check_float_tensor,
     pack_activations,
     pack_weights,
@@ -279,8 +280,10 @@ class InferenceConv:
 
     The epilogue can also do what would follow the conv as separate ops, with the same float
     operations (so the same bits), while the output is in cache: a residual sum
-    (``conv(x, residual=r)`` is ``conv(x) + r``) and a PReLU (:meth:`with_prelu`); the output is
-    then channels-last.
+    (``conv(x, residual=r)`` is ``conv(x) + r``), a PReLU (:meth:`with_prelu`) or ReActNet's RPReLU
+    (:meth:`with_rprelu`); the output is then channels-last. The packing of a float input can
+    shift it first (:meth:`with_input_shift`: ReActNet's RSign before the conv), and the packed
+    second output of :meth:`dual` can be of the output plus a shift (the next layer's RSign).
     """
 
     def __init__(
@@ -318,12 +321,36 @@ class InferenceConv:
         if not isinstance(slope, torch.Tensor) or slope.dim() != 1 or slope.shape[0] not in (1, o):
             raise ValueError(f"slope must be a 1-D tensor of 1 or {o} values")
         conv = copy.copy(self)
-        conv._slope = slope.detach().to(torch.float32).expand(o).contiguous().numpy()
+        conv._post = {"slope": slope.detach().to(torch.float32).expand(o).contiguous().numpy()}
+        return conv
+
+    def with_rprelu(self, shift_in: torch.Tensor, slope: torch.Tensor, shift_out: torch.Tensor) -> InferenceConv:
+        """This layer followed by ReActNet's RPReLU, ``F.prelu(y + shift_in, slope) + shift_out``
+        (each one per output channel, broadcast over the image), computed in its epilogue."""
+        o = self.weights.out_channels
+        conv = copy.copy(self)
+        conv._post = {
+            "shift_in": channel_vector(shift_in, o, "shift_in"),
+            "slope": channel_vector(slope, o, "slope"),
+            "shift_out": channel_vector(shift_out, o, "shift_out"),
+        }
+        return conv
+
+    def with_input_shift(self, shift: torch.Tensor) -> InferenceConv:
+        """This layer on ``sign(x + shift)`` (one shift per input channel: ReActNet's RSign) instead
+        of ``sign(x)``: the packing adds the shift, with the same float sum as ``x + shift``. A float
+        input only (packed input is binarised already)."""
+        conv = copy.copy(self)
+        conv._input_shift = channel_vector(shift, self.weights.in_channels, "input shift")
         return conv
 
     @property
     def has_prelu(self) -> bool:
-        return self._slope is not None
+        return "slope" in self._post
+
+    @property
+    def input_shift(self) -> torch.Tensor | None:
+        return None if self._input_shift is None else torch.from_numpy(self._input_shift)
 
     def output_shape(self, x: torch.Tensor | PackedActivations) -> tuple[int, int, int, int]:
         """[N, O, OH, OW] of this layer's output for input ``x``."""
@@ -333,12 +360,19 @@ class InferenceConv:
 
     def _epilogue(self, residual: torch.Tensor | None) -> tuple[dict[str, np.ndarray], bool]:
         """The core's epilogue arguments for one call, and whether they need channels-last output."""
-        if self._slope is None and residual is None:
+        if not self._post and residual is None:
             return self._extra, False
-        extra = self._extra if self._slope is None else {**self._extra, "slope": self._slope}
+        extra = {**self._extra, **self._post}
         if residual is not None:
-            extra = {**extra, "residual": nhwc_array(residual, "residual")}
+            extra["residual"] = nhwc_array(residual, "residual")
         return extra, True
+
+    def _packed_input(self, x: torch.Tensor | PackedActivations) -> PackedActivations:
+        if isinstance(x, _core.PackedActivations):
+            if self._input_shift is not None:
+                raise ValueError("this layer shifts its input before the sign: give it floats, not packed input")
+            return self._checked_packed(x)
+        return self._checked_packed(pack_activations(x, self.padding, self.input_shift))
 
     def _init(
         self, weights: PackedWeights, g: ConvGeometry, scale: torch.Tensor | None, bias: torch.Tensor | None
@@ -354,14 +388,16 @@ class InferenceConv:
         self.geometry = g
         self.stride, self.padding, self.dilation, self.pad_value = g.stride, g.padding, g.dilation, g.pad_value
         self._extra = epilogue(scale, bias)
-        self._slope: np.ndarray | None = None  # a PReLU in the epilogue (with_prelu)
+        self._post: dict[str, np.ndarray] = {}  # a PReLU or RPReLU in the epilogue (with_prelu, with_rprelu)
+        self._input_shift: np.ndarray | None = None  # sign(x + shift) packed (with_input_shift)
 
     def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor | None = None) -> torch.Tensor:
         extra, nhwc = self._epilogue(residual)
         if isinstance(x, _core.PackedActivations):
+            x = self._packed_input(x)
             ensure_configured()
             out = _core.conv2d_packed(
-                self._checked_packed(x),
+                x,
                 self.weights,
                 self.stride,
                 self.dilation,
@@ -370,21 +406,31 @@ class InferenceConv:
                 **extra,
             )
             return torch.from_numpy(out).permute(0, 3, 1, 2)
+        if self._input_shift is not None:
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+                raise ValueError("a layer that shifts its input takes a float32 tensor")
+            extra = {**extra, "input_shift": self._input_shift}
         return run_kernel(x, self.weights, self.geometry, extra, True if nhwc else None)
 
     def dual(
-        self, x: torch.Tensor | PackedActivations, out_padding: IntPair = 0, residual: torch.Tensor | None = None
+        self,
+        x: torch.Tensor | PackedActivations,
+        out_padding: IntPair = 0,
+        residual: torch.Tensor | None = None,
+        out_shift: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, PackedActivations]:
-        """``(y, pack_activations(y, out_padding))`` for ``y = self(x, residual)``, bit for bit, from
-        one pass: for a layer read both by float ops and by a binary layer (which then packs
-        nothing). ``y`` is channels-last."""
+        """``(y, pack_activations(y, out_padding, out_shift))`` for ``y = self(x, residual)``, bit for
+        bit, from one pass: for a layer read both by float ops and by a binary layer (which then
+        packs nothing; with ``out_shift``, one per output channel, a binary layer behind an RSign).
+        ``y`` is channels-last."""
         out_padding = pair(out_padding, "out_padding", 0)
         extra, _ = self._epilogue(residual)
-        if not isinstance(x, _core.PackedActivations):
-            x = pack_activations(x, self.padding)
+        if out_shift is not None:
+            extra = {**extra, "out_shift": channel_vector(out_shift, self.weights.out_channels, "out_shift")}
+        x = self._packed_input(x)
         ensure_configured()
         out, bits = _core.conv2d_packed_dual(
-            self._checked_packed(x),
+            x,
             self.weights,
             self.stride,
             self.dilation,
@@ -397,14 +443,13 @@ class InferenceConv:
     def sign_packed(self, x: torch.Tensor | PackedActivations, out_padding: IntPair = 0) -> PackedActivations:
         """``pack_activations(sign(self(x)), out_padding)`` bit for bit, computed without the float
         output: the epilogue writes the next binary layer's packed input directly."""
-        if self._slope is not None:
-            raise ValueError("sign_packed: a layer with a PReLU epilogue writes floats (use dual)")
+        if self._post:
+            raise ValueError("sign_packed: a layer with a PReLU or RPReLU epilogue writes floats (use dual)")
         out_padding = pair(out_padding, "out_padding", 0)
-        if not isinstance(x, _core.PackedActivations):
-            x = pack_activations(x, self.padding)
+        x = self._packed_input(x)
         ensure_configured()
         return _core.conv2d_packed_sign(
-            self._checked_packed(x),
+            x,
             self.weights,
             self.stride,
             self.dilation,

@@ -100,13 +100,28 @@ def signed_weights(weights: PackedWeights) -> torch.Tensor:
 # ---- activations -------------------------------------------------------------------------
 
 
-def pack_activations(x: torch.Tensor, padding: IntPair = 0) -> PackedActivations:
+def channel_vector(v: torch.Tensor, n: int, name: str) -> np.ndarray:
+    """A per-channel float vector of ``n`` values in the form the core takes (float32 numpy)."""
+    if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D tensor of {n} values (one per channel)")
+    return v.detach().to(torch.float32).contiguous().numpy()
+
+
+def pack_activations(x: torch.Tensor, padding: IntPair = 0, shift: torch.Tensor | None = None) -> PackedActivations:
     """Binarise and bit-pack a float tensor [N, C, H, W] (NCHW or channels-last) with a +1 border of
-    ``padding``: the input a binary layer with that padding reads."""
+    ``padding``: the input a binary layer with that padding reads. With ``shift`` ([C]), the signs
+    of ``x + shift`` per channel (ReActNet's RSign), bit for bit ``sign(x + shift.view(1, -1, 1, 1))``."""
     check_float_tensor(x, "input", 4)
     if x.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(x.shape)}")
     padding = pair(padding, "padding", 0)
+    if shift is None:
+        arr, channels_last = as_kernel_input(x)
+        ensure_configured()
+        return _core.pack_activations(arr, channels_last, padding)
+    if x.dtype != torch.float32:
+        raise ValueError(f"input must be float32 to be packed with a shift (the sum is float32), got {x.dtype}")
+    vec = channel_vector(shift, x.shape[1], "shift")
     arr, channels_last = as_kernel_input(x)
     ensure_configured()
-    return _core.pack_activations(arr, channels_last, padding)
+    return _core.pack_activations(arr, channels_last, padding, shift=vec)

@@ -191,6 +191,8 @@ class LoadedModel:
             "dual_outputs": list(self.executor.dual_outputs),
             # steps that run several nodes as one (a binary conv with its residual sum and PReLU)
             "fusions": self.executor.fusions,
+            # rsign nodes (ReActNet) computed by a binary conv's packing or dual output, or one packing step
+            "sign_shifts": self.executor.sign_shifts,
             "sizes": {
                 "weights_file_bytes": self.weights_file_bytes,
                 "packed_size_bytes": self.packed_size_bytes,

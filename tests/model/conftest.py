@@ -8,7 +8,7 @@ from torch import nn
 
 from service.export import export_model
 from service.kernel import BinaryConv2d, sign
-from service.model.layers import BinaryLinear
+from service.model.layers import BinaryLinear, RPReLU, RSign
 
 SPEC = {"channels": 3, "height": 16, "width": 16, "resize": "stretch", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "invert": False}
 LABELS = ["a", "b", "c", "d", "e"]
@@ -43,6 +43,10 @@ class EveryOp(nn.Module):
         self.bn_standalone = nn.BatchNorm2d(32)                         # batch_norm (after an add: not folded)
         self.bconv2 = BinaryConv2d(32, 32, 3, padding=2, dilation=2)    # dilation, pad_value 0
         self.relu = nn.ReLU()                                           # relu
+        self.rsign = RSign(32)                                          # rsign, read by two binary convs
+        self.bconv3 = BinaryConv2d(32, 16, 1)
+        self.bconv4 = BinaryConv2d(32, 16, 1, scale=True)
+        self.rprelu = RPReLU(32)                                        # rprelu, after a concat
         self.avg = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         self.gap = nn.AdaptiveAvgPool2d(1)                              # adaptive_avg_pool2d
         self.flatten = nn.Flatten()                                     # flatten
@@ -56,13 +60,15 @@ class EveryOp(nn.Module):
         x = self.pool(self.prelu(self.bn1(self.bconv(x))))
         x = self.bn_standalone(self.down(x))
         x = self.relu(self.bconv2(sign(x)) + x)                         # sign (function), residual add
+        s = self.rsign(x)
+        x = self.rprelu(torch.cat([self.bconv3(s), self.bconv4(s)], dim=1)) + x   # concat
         x = torch.flatten(self.gap(self.avg(x)), 1)
         x = self.flatten(x)
         return self.fc(self.drop(torch.relu(self.bn_lin(self.blin(x)))))
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and PReLU slopes, then eval mode."""
+    """Non-trivial BatchNorm statistics, PReLU slopes and RSign/RPReLU parameters, then eval mode."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -72,6 +78,12 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
             m.bias.data.copy_(torch.randn(m.num_features, generator=g))
         if isinstance(m, nn.PReLU):
             m.weight.data.copy_(torch.rand(m.weight.shape, generator=g))
+        if isinstance(m, RSign):
+            m.shift.data.copy_(torch.randn(m.channels, generator=g) * 0.5)
+        if isinstance(m, RPReLU):
+            m.shift_in.data.copy_(torch.randn(m.channels, generator=g) * 0.5)
+            m.slope.data.copy_(torch.rand(m.channels, generator=g))
+            m.shift_out.data.copy_(torch.randn(m.channels, generator=g) * 0.5)
     return model.eval()
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from service.export import ExportError, export_model
 from service.kernel import BinaryConv2d, sign
 from service.model import load_model
-from service.model.layers import BinaryLinear
+from service.model.layers import BinaryLinear, RPReLU, RSign
 from service.model.manifest import Node
 from service.model.ops import (
     Attrs,
@@ -47,6 +47,20 @@ class _Residual(nn.Module):
         return x + torch.relu(x)
 
 
+class _Concat(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, torch.relu(x)], dim=1)
+
+
+def _shifted(module: nn.Module) -> nn.Module:
+    """RSign / RPReLU with random parameters (they start at zero shifts)."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return module
+
+
 # One small network per op (each ends in a flatten, so every output element is a class).
 NETWORKS: dict[str, Callable[[], nn.Module]] = {
     "conv2d": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, stride=(2, 1), padding=(1, 2), dilation=(1, 2)), nn.Flatten()),
@@ -65,6 +79,9 @@ NETWORKS: dict[str, Callable[[], nn.Module]] = {
     "adaptive_avg_pool2d": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten()),
     "flatten": lambda: nn.Flatten(),
     "add": lambda: nn.Sequential(_Residual(), nn.Flatten()),
+    "rsign": lambda: nn.Sequential(_shifted(RSign(3)), nn.Flatten()),
+    "rprelu": lambda: nn.Sequential(_shifted(RPReLU(3)), nn.Flatten()),
+    "concat": lambda: nn.Sequential(_Concat(), nn.Flatten()),
 }
 
 
@@ -94,7 +111,7 @@ def test_every_op_round_trips(tmp_path, op):
     for node in nodes:
         assert isinstance(node.attrs, op_spec(op).attrs)
     got = loaded.predict(x)
-    if op in ("binary_conv2d", "sign"):
+    if op in ("binary_conv2d", "sign", "rsign", "rprelu", "concat"):  # the kernel, or the same torch ops
         assert torch.equal(got, expected)  # the kernel is exact
     else:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

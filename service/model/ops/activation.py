@@ -1,4 +1,5 @@
-"""Activations: ``sign`` (the kernel's binarisation), ``relu``, ``hardtanh``, ``prelu``."""
+"""Activations: ``sign`` (the kernel's binarisation), ``relu``, ``hardtanh``, ``prelu``, and ReActNet's
+``rsign`` (sign after a per-channel shift) and ``rprelu`` (PReLU between two per-channel shifts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from torch import nn
 
 from service import kernel
 
+from ..layers import RPReLU, RSign
+from .norm import channel_view
 from .registry import Attrs, Build, Built, Call, Count, Epilogue, Exported, NoAttrs, OpSpec, Param, as_float, register
 
 # ---- sign --------------------------------------------------------------------------------
@@ -95,5 +98,64 @@ register(
         modules={
             nn.PReLU: lambda m: Exported(PReLUAttrs(num_parameters=m.num_parameters), {"weight": as_float(m.weight)})
         },
+    )
+)
+
+
+# ---- rsign, rprelu (ReActNet) ------------------------------------------------------------
+
+
+class ChannelsAttrs(Attrs):
+    """A per-channel op: its parameters have one value per channel."""
+
+    channels: Count
+
+
+def _per_channel(a: ChannelsAttrs) -> tuple[int, ...]:
+    return (a.channels,)
+
+
+def _build_rsign(b: Build[ChannelsAttrs]) -> Built:
+    shift = b.params["shift"]
+    # the same float sum as RSign.forward, then kernel.sign
+    return Built(lambda x: kernel.sign(x + channel_view(shift, x)), sign_shift=shift)
+
+
+register(
+    OpSpec(
+        "rsign",
+        ChannelsAttrs,
+        _build_rsign,
+        params=(Param("shift", torch.float32, _per_channel),),
+        modules={RSign: lambda m: Exported(ChannelsAttrs(channels=m.channels), {"shift": as_float(m.shift)})},
+    )
+)
+
+
+def _build_rprelu(b: Build[ChannelsAttrs]) -> Built:
+    shift_in, slope, shift_out = b.params["shift_in"], b.params["slope"], b.params["shift_out"]
+
+    def rprelu(x: torch.Tensor) -> torch.Tensor:  # RPReLU.forward's float operations
+        return F.prelu(x + channel_view(shift_in, x), slope) + channel_view(shift_out, x)
+
+    return Built(rprelu, epilogue=Epilogue("rprelu", slope=slope, shift_in=shift_in, shift_out=shift_out))
+
+
+def _export_rprelu(m: RPReLU) -> Exported:
+    params = {"shift_in": as_float(m.shift_in), "slope": as_float(m.slope), "shift_out": as_float(m.shift_out)}
+    return Exported(ChannelsAttrs(channels=m.channels), params)
+
+
+register(
+    OpSpec(
+        "rprelu",
+        ChannelsAttrs,
+        _build_rprelu,
+        params=(
+            Param("shift_in", torch.float32, _per_channel),
+            Param("slope", torch.float32, _per_channel),
+            Param("shift_out", torch.float32, _per_channel),
+        ),
+        modules={RPReLU: _export_rprelu},
     )
 )

@@ -164,20 +164,26 @@ class Build(Generic[A]):
 class Epilogue:
     """What a binary conv's epilogue can do in place of this op when the op reads the conv's
     output (``graph`` chooses the fusion): ``"residual"``, the sum of the conv and another
-    tensor; ``"prelu"``, PReLU with ``slope`` (1 value, or 1 per channel)."""
+    tensor; ``"prelu"``, PReLU with ``slope`` (1 value, or 1 per channel); ``"rprelu"``,
+    ``prelu(x + shift_in, slope) + shift_out`` (each 1 per channel)."""
 
     kind: str
     slope: torch.Tensor | None = None
+    shift_in: torch.Tensor | None = None
+    shift_out: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Built:
-    """What a builder returns: the function of the node's inputs, for a binary op its layer, and
-    for an op a binary conv's epilogue can absorb, how."""
+    """What a builder returns: the function of the node's inputs, for a binary op its layer, for
+    an op a binary conv's epilogue can absorb, how, and for an op that is ``sign(x + sign_shift)``
+    per channel (RSign), the shift: the packing of a binary conv that reads it (or the epilogue
+    that writes that packed input) computes it instead."""
 
     fn: Fn
     layer: BinaryLayer | None = None
     epilogue: Epilogue | None = None
+    sign_shift: torch.Tensor | None = None
 
 
 # ---- exporting ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Reshaping: ``flatten``; and what the exporter drops (Dropout, Identity: their output is their input)."""
+"""Reshaping: ``flatten``, ``concat`` (two tensors along a dimension); and what the exporter drops (Dropout,
+Identity: their output is their input)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import StrictInt
 from torch import nn
 
-from .registry import Attrs, Build, Built, Call, Exported, OpSpec, register, register_passthrough
+from .registry import Attrs, Build, Built, Call, Exported, ExportError, OpSpec, register, register_passthrough
 
 
 class FlattenAttrs(Attrs):
@@ -33,6 +34,34 @@ register(
         functions=(torch.flatten,),
         methods=("flatten",),
         from_call=_flatten_call,
+    )
+)
+
+
+class ConcatAttrs(Attrs):
+    dim: StrictInt  # no default: torch.cat's is 0, a channel concatenation's 1
+
+
+def _build_concat(b: Build[ConcatAttrs]) -> Built:
+    dim = b.attrs.dim
+    return Built(lambda x, y: torch.cat([x, y], dim))
+
+
+def _concat_call(call: Call) -> Exported:
+    tensors = call.arg(0, "tensors")
+    if call.inputs != 2 or not isinstance(tensors, (list, tuple)) or len(tensors) != 2:
+        raise ExportError("only the concatenation of two tensors is supported")
+    return Exported(ConcatAttrs(dim=call.arg(1, "dim", 0)))
+
+
+register(
+    OpSpec(
+        "concat",
+        ConcatAttrs,
+        _build_concat,
+        inputs=2,
+        functions=(torch.cat, torch.concat, torch.concatenate),
+        from_call=_concat_call,
     )
 )
 
