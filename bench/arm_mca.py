@@ -8,7 +8,11 @@ an ARM machine (a wall-clock figure under qemu means nothing).
 Loops analysed, each one iteration of its reduction loop, steady state:
   neon     our NEON micro-kernel (native/src/kernels_neon.cpp, micro_tile<4>), compiled here with
            aarch64-linux-gnu-g++ and the core's flags; the loop is cut from the compiler's output
-           (the innermost backward branch around the CNTs), so what is modelled is what ships.
+           (the innermost backward branch around the CNTs), so what is modelled is what ships. One
+           iteration is a pair of reduction words x 4 pixels x 16 channels. Two loops ship:
+           `neon` loads a pixel's pair with one LDR q (the pair inside one kernel tap: the words
+           per tap are even, i.e. C in (64, 128], (192, 256], ...), `neon_lanes` with LDR d + a
+           single-lane LD1 (the pair straddles two taps: C <= 64, or words per tap odd).
   lce      a loop with the structure of Larq Compute Engine's AArch64 indirect-bgemm micro-kernel
            (kernel_8x4x2_aarch64.h: 4 pixels x 8 output channels per step of 64 bits of depth;
            weights as 4 q loads, each activation word put in both halves of a q register by two
@@ -20,8 +24,13 @@ Loops analysed, each one iteration of its reduction loop, steady state:
            g++ and modelled on -mcpu=znver3; with --measure, next to what this machine runs
            (the peak loop via _core.popcount_peak, the conv as bench/bench_conv.py times it), so
            the model's error is known.
-Binary MACs per iteration: 128 per CNT of a q register (neon, lce); 2048 per AVX2 step (two
-reduction words x 16 channels x 64 bits: it holds 8 VPSHUFB); 8 x 256 per peak-loop iteration.
+With --variants, also the NEON formulations tried and not shipped, written out here (variant_loops):
+the previous kernel (one word x 4 pixels x 16 channels, the word broadcast by LD1R), the same with
+LDR d + LD1 lane instead of LD1R, and a dot-product reduction of the pair form (UDOT against a
+ones vector; ARMv8.2 dotprod).
+Binary MACs per iteration: 128 per CNT of a q register (neon, lce, the variants); 2048 per AVX2
+step (two reduction words x 16 channels x 64 bits: it holds 8 VPSHUFB); 8 x 256 per peak-loop
+iteration.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +75,47 @@ def lce_loop() -> list[str]:
     addp += [f"addp v{p}.16b, v{p}.16b, v{8 + p}.16b" for p in range(4)]  # 8 channels, 2 bytes each
     tail = ["add x0, x0, #64", *[f"uadalp v{24 + p}.8h, v{p}.16b" for p in range(4)], "subs w5, w5, #1", "b.gt .Lloop"]
     return [*eor, *spread, *addp, *tail]
+
+
+def variant_loops() -> dict[str, list[str]]:
+    """NEON formulations tried and not shipped, one iteration each (registers as a compiler would
+    give them; x-registers hold the pixels' word addresses)."""
+
+    def broadcast(lanes: bool) -> list[str]:
+        # One word x 4 pixels x 16 channels; weights v1-v8 (channels 2j, 2j + 1 of the word).
+        out = ["ldr x3, [x5], 8", *[f"ldp q{2 * j + 1}, q{2 * j + 2}, [x4, {32 * j}]" for j in range(4)],
+               "add x4, x4, 128"]
+        for p in range(4):
+            out.append(f"add x{13 + p}, x7, x3, lsl 3" if p == 0 else f"add x{13 + p}, x{12 + p}, x8, lsl 3")
+            out += ([f"ldr d17, [x{13 + p}]", f"ld1 {{v17.d}}[1], [x{13 + p}]"] if lanes else
+                    [f"ld1r {{v17.2d}}, [x{13 + p}]"])
+            t = [18 + j for j in range(8)]
+            out += [f"eor v{t[j]}.16b, v17.16b, v{j + 1}.16b" for j in range(8)]
+            out += [f"cnt v{t[j]}.16b, v{t[j]}.16b" for j in range(8)]
+            out += [f"addp v{t[2 * j]}.16b, v{t[2 * j]}.16b, v{t[2 * j + 1]}.16b" for j in range(4)]
+            out += [f"addp v{t[0]}.16b, v{t[0]}.16b, v{t[2]}.16b", f"addp v{t[4]}.16b, v{t[4]}.16b, v{t[6]}.16b",
+                    f"uadalp v{9 + 2 * p}.8h, v{t[0]}.16b", f"uadalp v{10 + 2 * p}.8h, v{t[4]}.16b"]
+        return [*out, "cmp x4, x6", "b.ne .Lloop"]
+
+    def pair_udot() -> list[str]:
+        # The pair form (LDR q), 2 pixels: 16 weight registers v0-v15, 4 u32 counters per pixel
+        # (16 channels: 16 + 8 + a ones vector + the activation + 4 temporaries fill the 32), each
+        # 4 channels folded by two ADDP levels to 4 bytes a channel, then UDOT with ones.
+        out = ["ldr x9, [x5], 16", *[f"ldp q{2 * j}, q{2 * j + 1}, [x4, {32 * j}]" for j in range(8)],
+               "add x4, x4, 256"]
+        for p in range(2):
+            out += [f"add x{20 + p}, x{11 + p}, x9, lsl 3", f"ldr q26, [x{20 + p}]"]
+            for q in range(4):
+                c = 4 * q
+                out += [f"eor v27.16b, v26.16b, v{c}.16b", f"eor v28.16b, v26.16b, v{c + 1}.16b", "cnt v27.16b, v27.16b",
+                        "cnt v28.16b, v28.16b", f"eor v29.16b, v26.16b, v{c + 2}.16b",
+                        f"eor v30.16b, v26.16b, v{c + 3}.16b", "addp v27.16b, v27.16b, v28.16b",
+                        "cnt v29.16b, v29.16b", "cnt v30.16b, v30.16b", "addp v29.16b, v29.16b, v30.16b",
+                        "addp v27.16b, v27.16b, v29.16b", f"udot v{16 + 4 * p + q}.4s, v27.16b, v31.16b"]
+        return [*out, "cmp x4, x6", "b.ne .Lloop"]
+
+    return {"ld1r (previous)": broadcast(False), "ld1r -> ldr d + ld1 lane": broadcast(True),
+            "pair form, udot": pair_udot()}
 
 
 def find_tool(*names: str) -> str:
@@ -106,10 +157,10 @@ BRANCH = re.compile(r"^\s*(b\.?\w*|j\w+|cbn?z\s+\w+,|tbn?z\s+\w+,\s*#?\d+,)\s+(\
 UNCONDITIONAL = ("b", "jmp")
 
 
-def innermost_loop(body: list[str], marker: str) -> list[str]:
-    """The smallest loop whose instructions include `marker`: a label and a later branch back to
-    it, or (GCC's rotated x86 loops) a label, then a jump forward/back to a short test block that
-    branches back to that label."""
+def innermost_loop(body: list[str], marker: str, where: Callable[[list[str]], bool] = lambda loop: True) -> list[str]:
+    """The smallest loop whose instructions include `marker` (and for which `where` holds): a label
+    and a later branch back to it, or (GCC's rotated x86 loops) a label, then a jump forward/back to
+    a short test block that branches back to that label."""
     labels = {line.strip().rstrip(":"): i for i, line in enumerate(body) if re.match(r"^\.L\w+:$", line.strip())}
     loops: list[list[str]] = []
     for i, line in enumerate(body):
@@ -127,7 +178,7 @@ def innermost_loop(body: list[str], marker: str) -> list[str]:
                 if back and back.group(2) in labels and labels[back.group(2)] < i and back.group(1) not in UNCONDITIONAL:
                     loops.append(instructions(body[labels[back.group(2)] : i]) + test[: j + 1])
                     break
-    loops = [loop for loop in loops if any(marker in insn for insn in loop)]
+    loops = [loop for loop in loops if any(marker in insn for insn in loop) and where(loop)]
     if not loops:
         raise SystemExit(f"no loop around {marker!r} found")
     return min(loops, key=len)
@@ -199,6 +250,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-measure", action="store_true", help="model only: do not time the AVX2 path here")
     ap.add_argument("--show-asm", action="store_true", help="print each loop as given to llvm-mca")
+    ap.add_argument("--variants", action="store_true", help="also model the NEON formulations tried and not shipped")
     args = ap.parse_args()
 
     mca = find_tool("llvm-mca-19", "llvm-mca")
@@ -207,15 +259,18 @@ def main() -> None:
     version = re.search(r"LLVM version [\d.]+", subprocess.run([mca, "--version"], capture_output=True, text=True).stdout)
     print(f"llvm-mca: {mca} ({version.group(0) if version else 'unknown version'}); -iterations={ITERATIONS}")
 
-    neon = innermost_loop(function_body(compile_to_asm(cross, SRC / "kernels_neon.cpp", NEON_FLAGS),
-                                        "_ZN3bnn9neon_impl10micro_tileILi4E"), "cnt")
+    neon_tile = function_body(compile_to_asm(cross, SRC / "kernels_neon.cpp", NEON_FLAGS),
+                              "_ZN3bnn9neon_impl10micro_tileILi4E")
+    neon = innermost_loop(neon_tile, "cnt", lambda loop: not any(insn.startswith("ld1 ") for insn in loop))
+    neon_lanes = innermost_loop(neon_tile, "cnt", lambda loop: any(insn.startswith("ld1 ") for insn in loop))
     lce = lce_loop()
     avx2_asm = compile_to_asm(native, SRC / "kernels_avx2.cpp", AVX2_FLAGS)
     avx2 = innermost_loop(function_body(avx2_asm, "_ZN3bnn9avx2_impl10micro_tileILi7E"), "vpshufb")
     avx2pk = innermost_loop(function_body(avx2_asm, "_ZN3bnn9avx2_impl9peak_loop"), "vpshufb")
-    loops = {"neon": neon, "lce": lce, "avx2": avx2, "avx2pk": avx2pk}
-    macs = {"neon": 128 * count(neon, "cnt"), "lce": 128 * count(lce, "cnt"),
-            "avx2": 2048 * count(avx2, "vpshufb") // 8, "avx2pk": 256 * count(avx2pk, "vpshufb") // 2}
+    variants = variant_loops() if args.variants else {}
+    loops = {"neon": neon, "neon_lanes": neon_lanes, "lce": lce, **variants, "avx2": avx2, "avx2pk": avx2pk}
+    macs = {name: 128 * count(loop, "cnt") for name, loop in loops.items()}
+    macs |= {"avx2": 2048 * count(avx2, "vpshufb") // 8, "avx2pk": 256 * count(avx2pk, "vpshufb") // 2}
     if args.show_asm:
         for name, loop in loops.items():
             print(f"\n# {name}: {len(loop)} instructions, {macs[name]} binary MACs\n" + "\n".join(loop))
@@ -223,15 +278,16 @@ def main() -> None:
     print("\n| loop | core (-mcpu) | LLVM model | instructions | binary MACs / iter | cycles / iter | block rthroughput | IPC "
           "| binary MACs / cycle |\n|---|---|---|---|---|---|---|---|---|")
     per_cycle: dict[tuple[str, str], float] = {}
-    for name, triple, cpus in (("neon", "aarch64", ARM_CORES), ("lce", "aarch64", ARM_CORES),
-                               ("avx2", "x86_64", ("znver3",)), ("avx2pk", "x86_64", ("znver3",))):
+    for name in loops:
+        triple, cpus = ("x86_64", ("znver3",)) if name.startswith("avx2") else ("aarch64", ARM_CORES)
         for cpu in cpus:
             m = run_mca(mca, loops[name], triple, cpu)
             per_cycle[name, cpu] = macs[name] / m.cycles_per_iter
-            print(f"| {name} | {cpu} | {m.scheduling_model} | {len(loops[name])} | {macs[name]} | {m.cycles_per_iter:.2f} | "
+            print(f"| {name} | {cpu} | {m.scheduling_model} | {len(loops[name])} | {macs[name]} | {m.cycles_per_iter:.3f} | "
                   f"{m.block_rthroughput:.2f} | {m.ipc:.2f} | {per_cycle[name, cpu]:.1f} |")
-    for cpu in ARM_CORES:
-        print(f"\nneon / lce on {cpu}: {per_cycle['neon', cpu] / per_cycle['lce', cpu]:.3f}x")
+    print("\n| ours / lce | " + " | ".join(ARM_CORES) + " |\n|---|" + "---|" * len(ARM_CORES))
+    for name in ("neon", "neon_lanes", *variants):
+        print(f"| {name} | " + " | ".join(f"{per_cycle[name, cpu] / per_cycle['lce', cpu]:.3f}x" for cpu in ARM_CORES) + " |")
 
     if args.no_measure:
         return

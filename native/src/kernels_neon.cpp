@@ -1,13 +1,19 @@
 // AArch64 NEON path (Advanced SIMD is part of every AArch64 core, so no run-time check is needed):
-// per reduction word, XOR, a byte popcount (CNT), a pairwise-add tree that folds the 8 byte counts
-// of each channel, and one pairwise add-and-accumulate-long (UADALP) into 16-bit counters.
+// per pair of reduction words, XOR, a byte popcount (CNT), a pairwise-add tree that folds the 16
+// byte counts of each channel, and one pairwise add-and-accumulate-long (UADALP) into 16-bit
+// counters.
 //
 // Why this shape: on NEON a popcount is one instruction, so the carry-save (Harley-Seal) trick of
-// the x86 paths buys nothing (it trades two CNTs for as many logic ops); the floor is ~3 vector
-// ops per 128 binary MACs (EOR, CNT, and one reducing op), and what is left to win is how often
-// the activations are loaded and broadcast. A 16-channel weight block in eight q registers, reused
-// by every pixel of the tile, broadcasts each activation word once per 16 channels (LCE's 8x4
-// AArch64 kernel does it once per 8). bench/arm_mca.py models the loop on Neoverse N1 and Cortex-A76.
+// the x86 paths buys nothing (it trades two CNTs for as many logic ops), and every reducing op
+// (ADDP, ADD, UADALP, UDOT) folds one register, so the floor is 3 vector ops per 128 binary MACs:
+// EOR, CNT and one reducing op. This loop is at that floor with no vector op spent on loading: a
+// q register holds two consecutive reduction words of one pixel (one LDR q; two single-lane loads
+// where the pair straddles two kernel taps) against one channel's same two words (the NEON pair
+// form of the weights, PackedWeights::pair_blocked), so nothing is broadcast (LD1R issues on a
+// vector pipe). The 16 channels' weight registers are reused by the 4 pixels of the tile.
+// bench/arm_mca.py models the loop (and Larq Compute Engine's) on Neoverse N1, N2, V1 and under
+// -mcpu=cortex-a76; bench/RESULTS_ARM.md has the figures and the variants tried (a UDOT reduction
+// models the same: one op per folded register, so no dot-product variant is chosen at run time).
 #include <arm_neon.h>
 
 #include "kernels.h"
@@ -15,75 +21,130 @@
 namespace bnn {
 namespace neon_impl {
 
-// Pixels per micro_tile call: 4 pixels x 16 channels keeps the 8 weight registers, 8 counters and
-// the temporaries of one pixel inside the 32 vector registers.
+// Pixels per micro_tile call: 4 pixels x 16 channels keeps the 16 weight registers of a word pair,
+// 8 counters and one pixel's activation register and temporaries inside the 32 vector registers.
 constexpr int kMaxPx = 4;
-// A 16-bit counter lane gains at most 64 per reduction word (one channel's 64 bits), so 1023 words
-// cannot overflow it; longer reductions widen the counters to 32 bits between chunks.
-constexpr int64_t kChunkWords = 1023;
+// A 16-bit counter lane gains at most 128 per word pair (one channel's two 64-bit words), so 511
+// pairs (1022 words) cannot overflow it; longer reductions widen the counters to 32 bits between
+// chunks.
+constexpr int64_t kChunkPairs = 511;
 
-// Adds the popcounts of a ^ w to acc (channels 0..7 and 8..15 as 16-bit lanes), where a is the
-// 64-bit word at `word` in both halves of a register and w the 16 channels' words in 8 registers
-// (channels 2j and 2j + 1 in register j). Written as one asm block so that the compiler cannot
-// interleave the pixels of a tile into more live registers than there are (it spilled to the
-// stack when it did) nor turn the broadcast load into a load and a DUP on the vector pipes.
-__attribute__((always_inline)) inline void accumulate_word(const uint64_t* word, const uint8x16_t w[8],
-                                                           uint16x8_t acc[2]) {
-  uint8x16_t a, t0, t1, t2, t3, t4, t5, t6, t7;
+// How a pixel's pair of reduction words reaches its register: both words at once (they are
+// adjacent in memory: the pair lies inside one kernel tap), one word and then the other into the
+// upper lane (the pair straddles two taps), or the last word of an odd reduction alone (the upper
+// lane zero, against a zero weight word: it counts nothing).
+enum class PairLoad { adjacent, lanes, single };
+
+// The tree, for channels c .. c + 7 of one pixel (T0..T3 temporaries, A the activation pair, W0..W7
+// the channels' weight registers, ACC their counters): CNT of channel c's EOR gives 16 byte counts of
+// that channel; three levels of ADDP leave 2 bytes per channel, channels in order, and UADALP adds
+// each byte pair into the channel's 16-bit lane. Bytes stay <= 64 (8 bits x 8 bytes), no wrap.
+#define BNN_NEON_TREE8(T0, T1, T2, T3, A, W0, W1, W2, W3, W4, W5, W6, W7, ACC) \
+  "eor %[" #T0 "].16b, %[" #A "].16b, %[" #W0 "].16b\n\t"                        \
+  "eor %[" #T1 "].16b, %[" #A "].16b, %[" #W1 "].16b\n\t"                        \
+  "cnt %[" #T0 "].16b, %[" #T0 "].16b\n\t"                                       \
+  "cnt %[" #T1 "].16b, %[" #T1 "].16b\n\t"                                       \
+  "eor %[" #T2 "].16b, %[" #A "].16b, %[" #W2 "].16b\n\t"                        \
+  "eor %[" #T3 "].16b, %[" #A "].16b, %[" #W3 "].16b\n\t"                        \
+  "addp %[" #T0 "].16b, %[" #T0 "].16b, %[" #T1 "].16b\n\t"                      \
+  "cnt %[" #T2 "].16b, %[" #T2 "].16b\n\t"                                       \
+  "cnt %[" #T3 "].16b, %[" #T3 "].16b\n\t"                                       \
+  "eor %[" #T1 "].16b, %[" #A "].16b, %[" #W4 "].16b\n\t"                        \
+  "addp %[" #T2 "].16b, %[" #T2 "].16b, %[" #T3 "].16b\n\t"                      \
+  "eor %[" #T3 "].16b, %[" #A "].16b, %[" #W5 "].16b\n\t"                        \
+  "cnt %[" #T1 "].16b, %[" #T1 "].16b\n\t"                                       \
+  "cnt %[" #T3 "].16b, %[" #T3 "].16b\n\t"                                       \
+  "addp %[" #T0 "].16b, %[" #T0 "].16b, %[" #T2 "].16b\n\t"                      \
+  "addp %[" #T1 "].16b, %[" #T1 "].16b, %[" #T3 "].16b\n\t"                      \
+  "eor %[" #T2 "].16b, %[" #A "].16b, %[" #W6 "].16b\n\t"                        \
+  "eor %[" #T3 "].16b, %[" #A "].16b, %[" #W7 "].16b\n\t"                        \
+  "cnt %[" #T2 "].16b, %[" #T2 "].16b\n\t"                                       \
+  "cnt %[" #T3 "].16b, %[" #T3 "].16b\n\t"                                       \
+  "addp %[" #T2 "].16b, %[" #T2 "].16b, %[" #T3 "].16b\n\t"                      \
+  "addp %[" #T1 "].16b, %[" #T1 "].16b, %[" #T2 "].16b\n\t"                      \
+  "addp %[" #T0 "].16b, %[" #T0 "].16b, %[" #T1 "].16b\n\t"                      \
+  "uadalp %[" #ACC "].8h, %[" #T0 "].16b\n\t"
+
+#define BNN_NEON_PAIR_BODY                                                 \
+  BNN_NEON_TREE8(t0, t1, t2, t3, a, w0, w1, w2, w3, w4, w5, w6, w7, acc0) \
+  BNN_NEON_TREE8(t0, t1, t2, t3, a, w8, w9, w10, w11, w12, w13, w14, w15, acc1)
+
+// Adds the popcounts of a ^ w_c for one pixel and a word pair to acc (channels 0..7 and 8..15 as
+// 16-bit lanes): a holds the pixel's words at lo and hi, w[c] channel c's same two words. One asm
+// block per pixel, so that the compiler cannot interleave the pixels of a tile into more live
+// registers than there are (it spilled to the stack when it did) nor choose another load form. The
+// block reads the activations at lo and hi without declaring them: nothing writes them during a conv.
+template <PairLoad L>
+__attribute__((always_inline)) inline void accumulate_pair(const uint64_t* lo, const uint64_t* hi,
+                                                           const uint8x16_t w[16], uint16x8_t acc[2]) {
+  uint8x16_t a, t0, t1, t2, t3;
   uint16x8_t acc0 = acc[0], acc1 = acc[1];
-  __asm__(
-      "ld1r {%[a].2d}, [%[word]]\n\t"
-      "eor %[t0].16b, %[a].16b, %[w0].16b\n\t"
-      "eor %[t1].16b, %[a].16b, %[w1].16b\n\t"
-      "eor %[t2].16b, %[a].16b, %[w2].16b\n\t"
-      "eor %[t3].16b, %[a].16b, %[w3].16b\n\t"
-      "cnt %[t0].16b, %[t0].16b\n\t"
-      "cnt %[t1].16b, %[t1].16b\n\t"
-      "eor %[t4].16b, %[a].16b, %[w4].16b\n\t"
-      "eor %[t5].16b, %[a].16b, %[w5].16b\n\t"
-      "cnt %[t2].16b, %[t2].16b\n\t"
-      "cnt %[t3].16b, %[t3].16b\n\t"
-      "eor %[t6].16b, %[a].16b, %[w6].16b\n\t"
-      "eor %[t7].16b, %[a].16b, %[w7].16b\n\t"
-      "cnt %[t4].16b, %[t4].16b\n\t"
-      "cnt %[t5].16b, %[t5].16b\n\t"
-      "cnt %[t6].16b, %[t6].16b\n\t"
-      "cnt %[t7].16b, %[t7].16b\n\t"
-      // t_j: bytes 0..7 count channel 2j, bytes 8..15 channel 2j + 1. Two pairwise adds leave 4
-      // bytes per channel, a third 2 bytes per channel in channel order; UADALP sums each pair.
-      "addp %[t0].16b, %[t0].16b, %[t1].16b\n\t"
-      "addp %[t2].16b, %[t2].16b, %[t3].16b\n\t"
-      "addp %[t4].16b, %[t4].16b, %[t5].16b\n\t"
-      "addp %[t6].16b, %[t6].16b, %[t7].16b\n\t"
-      "addp %[t0].16b, %[t0].16b, %[t2].16b\n\t"
-      "addp %[t4].16b, %[t4].16b, %[t6].16b\n\t"
-      "uadalp %[acc0].8h, %[t0].16b\n\t"
-      "uadalp %[acc1].8h, %[t4].16b\n\t"
-      : [acc0] "+w"(acc0), [acc1] "+w"(acc1), [a] "=&w"(a), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2),
-        [t3] "=&w"(t3), [t4] "=&w"(t4), [t5] "=&w"(t5), [t6] "=&w"(t6), [t7] "=&w"(t7)
-      : [word] "r"(word), [w0] "w"(w[0]), [w1] "w"(w[1]), [w2] "w"(w[2]), [w3] "w"(w[3]),
-        [w4] "w"(w[4]), [w5] "w"(w[5]), [w6] "w"(w[6]), [w7] "w"(w[7]));
+#define BNN_NEON_PAIR_OPERANDS                                                                                  \
+  : [acc0] "+w"(acc0), [acc1] "+w"(acc1), [a] "=&w"(a), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2),         \
+    [t3] "=&w"(t3)                                                                                              \
+  : [lo] "r"(lo), [hi] "r"(hi), [w0] "w"(w[0]), [w1] "w"(w[1]), [w2] "w"(w[2]), [w3] "w"(w[3]), [w4] "w"(w[4]), \
+    [w5] "w"(w[5]), [w6] "w"(w[6]), [w7] "w"(w[7]), [w8] "w"(w[8]), [w9] "w"(w[9]), [w10] "w"(w[10]),           \
+    [w11] "w"(w[11]), [w12] "w"(w[12]), [w13] "w"(w[13]), [w14] "w"(w[14]), [w15] "w"(w[15])
+  if constexpr (L == PairLoad::adjacent) {
+    __asm__("ldr %q[a], [%[lo]]\n\t" BNN_NEON_PAIR_BODY BNN_NEON_PAIR_OPERANDS);
+  } else if constexpr (L == PairLoad::lanes) {
+    __asm__("ldr %d[a], [%[lo]]\n\tld1 {%[a].d}[1], [%[hi]]\n\t" BNN_NEON_PAIR_BODY BNN_NEON_PAIR_OPERANDS);
+  } else {
+    __asm__("ldr %d[a], [%[lo]]\n\t" BNN_NEON_PAIR_BODY BNN_NEON_PAIR_OPERANDS);
+  }
+#undef BNN_NEON_PAIR_OPERANDS
   acc[0] = acc0, acc[1] = acc1;
 }
 
-// Counts words k0 .. k1 - 1 (at most kChunkWords) of PX pixels into 16-bit counters, then hands
-// them to `done` (acc[p][h]: pixel p, channels 8h .. 8h + 7). The counters stay locals of this
-// function: copied out to an array, GCC kept them in memory and stored them on every word.
+#undef BNN_NEON_PAIR_BODY
+#undef BNN_NEON_TREE8
+
+// Adds word pairs m0 .. m1 - 1 of PX pixels to acc (pair m: words 2m and 2m + 1; the weights of
+// pair m at wpairs[m * 32 ..], channel c's two words at 2c, 2c + 1; the lone last word of an odd
+// K: channel c's at c).
+template <int PX, PairLoad L>
+__attribute__((always_inline)) inline void add_pairs(const uint64_t* in, int64_t pix_stride, const int64_t* offs,
+                                                     int64_t m0, int64_t m1, const uint64_t* wpairs,
+                                                     uint16x8_t (&acc)[PX][2]) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const uint64_t* wt = wpairs + m * 32;
+    uint8x16_t w[16];
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c)  // the lone word: channel c's at c, the upper lane zero
+      w[c] = L == PairLoad::single ? vreinterpretq_u8_u64(vcombine_u64(vld1_u64(wt + c), vdup_n_u64(0)))
+                                   : vreinterpretq_u8_u64(vld1q_u64(wt + 2 * c));
+    const uint64_t* lo = in + offs[2 * m];
+    const uint64_t* hi = L == PairLoad::lanes ? in + offs[2 * m + 1] : lo;
+#pragma GCC unroll 16
+    for (int p = 0; p < PX; ++p) accumulate_pair<L>(lo + p * pix_stride, hi + p * pix_stride, w, acc[p]);
+  }
+}
+
+// Whether every whole word pair lies inside one kernel tap (the pixel's words per tap even: the
+// usual case), so that LDR q loads it.
+inline bool pairs_adjacent(const int64_t* offs, int64_t pairs) {
+  for (int64_t m = 0; m < pairs; ++m)
+    if (offs[2 * m + 1] != offs[2 * m] + 1) return false;
+  return true;
+}
+
+// Counts word pairs m0 .. m1 - 1 (at most kChunkPairs; pair K / 2 is the lone last word of an
+// odd K) of PX pixels into 16-bit counters, then hands them to `done` (acc[p][h]: pixel p,
+// channels 8h .. 8h + 7). The counters stay locals of this function: copied out to an array, GCC
+// kept them in memory and stored them on every word.
 template <int PX, class Done>
-__attribute__((always_inline)) inline void count_words(const uint64_t* in, int64_t pix_stride, const int64_t* offs,
-                                                       int64_t k0, int64_t k1, const uint64_t* wblk, Done&& done) {
+__attribute__((always_inline)) inline void count_pairs(const uint64_t* in, int64_t pix_stride, const int64_t* offs,
+                                                       int64_t K, bool adjacent, int64_t m0, int64_t m1,
+                                                       const uint64_t* wpairs, Done&& done) {
   uint16x8_t acc[PX][2];
 #pragma GCC unroll 16
   for (int p = 0; p < PX; ++p) acc[p][0] = acc[p][1] = vdupq_n_u16(0);
-  for (int64_t i = k0; i < k1; ++i) {
-    const uint8_t* wt = reinterpret_cast<const uint8_t*>(wblk + i * 16);
-    uint8x16_t w[8];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) w[j] = vld1q_u8(wt + 16 * j);
-    const uint64_t* word = in + offs[i];
-#pragma GCC unroll 16
-    for (int p = 0; p < PX; ++p) accumulate_word(word + p * pix_stride, w, acc[p]);
-  }
+  const int64_t whole = std::min(m1, K / 2);
+  if (adjacent)
+    add_pairs<PX, PairLoad::adjacent>(in, pix_stride, offs, m0, whole, wpairs, acc);
+  else
+    add_pairs<PX, PairLoad::lanes>(in, pix_stride, offs, m0, whole, wpairs, acc);
+  if (m1 > K / 2) add_pairs<PX, PairLoad::single>(in, pix_stride, offs, K / 2, K / 2 + 1, wpairs, acc);
   done(acc);
 }
 
@@ -92,11 +153,14 @@ inline void store_counts(int32_t* val, int32_t k_total, uint32x4_t pc) {
   vst1q_s32(val, vsubq_s32(vdupq_n_s32(k_total), vreinterpretq_s32_u32(vshlq_n_u32(pc, 1))));
 }
 
+// wblk: the block's weights in the NEON pair form (PackedWeights::pair_blocked, weights.h).
 template <int PX>
 void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int64_t K, const uint64_t* wblk,
                 int32_t k_total, int32_t* val) {
-  if (K <= kChunkWords) {
-    count_words<PX>(in, pix_stride, offs, 0, K, wblk, [&](const uint16x8_t (&acc)[PX][2]) {
+  const int64_t pairs = (K + 1) / 2;
+  const bool adjacent = pairs_adjacent(offs, K / 2);
+  if (pairs <= kChunkPairs) {
+    count_pairs<PX>(in, pix_stride, offs, K, adjacent, 0, pairs, wblk, [&](const uint16x8_t (&acc)[PX][2]) {
 #pragma GCC unroll 16
       for (int p = 0; p < PX; ++p)
 #pragma GCC unroll 2
@@ -109,8 +173,8 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
   }
   // A long reduction: 32-bit sums of the chunks' 16-bit counts, on the stack.
   alignas(16) uint32_t wide[PX][16] = {};
-  for (int64_t k0 = 0; k0 < K; k0 += kChunkWords)
-    count_words<PX>(in, pix_stride, offs, k0, std::min(K, k0 + kChunkWords), wblk,
+  for (int64_t m0 = 0; m0 < pairs; m0 += kChunkPairs)
+    count_pairs<PX>(in, pix_stride, offs, K, adjacent, m0, std::min(pairs, m0 + kChunkPairs), wblk,
                     [&](const uint16x8_t (&acc)[PX][2]) {
                       for (int p = 0; p < PX; ++p)
                         for (int h = 0; h < 2; ++h) {
@@ -274,7 +338,7 @@ uint64_t peak_loop(int64_t iters) {
 
 const KernelTable& neon_kernels() {
   static const KernelTable table{Isa::neon, &neon_impl::sign_mask64, &neon_impl::conv_row, &neon_impl::peak_loop,
-                                 8 * 128, nullptr};
+                                 8 * 128, nullptr, nullptr, /*pair_weights=*/true};
   return table;
 }
 

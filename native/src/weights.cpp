@@ -48,6 +48,22 @@ PackedWeights PackedWeights::from_canonical(const uint64_t* bits, int64_t O, int
 
 void PackedWeights::finish() {
   const int64_t taps = KH * KW;
+#if BNN_HAVE_NEON
+  {
+    // The NEON pair form: per block, [pair m][channel j][2], words 2m and 2m + 1 of channel j side
+    // by side; an odd K's last word stays as in `blocked` (channel j at j). The block stride stays
+    // K * 16 words, which the shared driver assumes.
+    const int64_t K = taps * words, nblocks = out_blocks(O);
+    pair_blocked = WordBuffer(blocked.size());
+    const uint64_t* src = blocked.data();
+    uint64_t* dst = pair_blocked.data();
+    for (int64_t b = 0; b < nblocks; ++b)
+      for (int64_t i = 0; i < K; ++i)
+        for (int64_t j = 0; j < kOutBlock; ++j)
+          dst[b * K * kOutBlock + (i < K - K % 2 ? (i / 2 * kOutBlock + j) * 2 + i % 2 : i * kOutBlock + j)] =
+              src[(b * K + i) * kOutBlock + j];
+  }
+#else
   {
     const int64_t K = taps * words, nblocks = out_blocks(O);
     pair_blocked = WordBuffer(blocked.size());
@@ -64,6 +80,7 @@ void PackedWeights::finish() {
           dst[at] = second ? src[from] ^ src[from - kOutBlock] : src[from];
         }
   }
+#endif
   tap_sums.assign(static_cast<size_t>(O * taps), 0);
   for (int64_t o = 0; o < O; ++o)
     for (int64_t t = 0; t < taps; ++t) {

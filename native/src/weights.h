@@ -23,10 +23,13 @@ class PackedWeights {
 
   int64_t O = 0, C = 0, KH = 0, KW = 0, words = 0;
   WordBuffer blocked;
-  // The same words in pair form (the AVX2 and AVX-512 kernels read these): the reduction words pair
-  // up as (i, i + 1) from i = K % 2 (K = KH * KW * words; an odd K leaves word 0 alone), and
-  // word i + 1 holds w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor;
-  // the 16 channels of a block are in the order 0,2,4,6, 1,3,5,7, 8,10,12,14, 9,11,13,15.
+  // The same words in pair form, for the kernels with KernelTable::pair_weights; its layout is
+  // that of the build's SIMD kernels. x86 (AVX2, AVX-512): the reduction words pair up as (i, i + 1)
+  // from i = K % 2 (K = KH * KW * words; an odd K leaves word 0 alone), and word i + 1 holds
+  // w[i] ^ w[i + 1], so a kernel gets x2 = x1 ^ (a1 ^ a2) ^ w12 with one xor; the 16 channels of a
+  // block are in the order 0,2,4,6, 1,3,5,7, 8,10,12,14, 9,11,13,15. AArch64 (NEON):
+  // per block of 16 channels, [K/2][16][2] u64, channel j's words 2m and 2m + 1 side by side
+  // (one q register), then an odd K's last word as in `blocked`; blocks K * 16 words apart.
   WordBuffer pair_blocked;
   std::vector<int32_t> tap_sums;  // [O][KH*KW]: sum over c of sign(w), for the padding correction
   std::vector<int32_t> tap_sums_blocked;  // the same as [ceil(O/16)][KH*KW][16], zero past O

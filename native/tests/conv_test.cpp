@@ -335,8 +335,8 @@ INSTANTIATE_TEST_SUITE_P(Grid, ConvOutputTest,
 
 // ---- long reductions: more reduction words than a kernel's narrow counters hold ---------------
 
-// K = KH * KW * words past 1023 (the NEON path's 16-bit counters take 1023 words a chunk) and past
-// 2046, with random signs and with every bit a mismatch (the largest count a counter can reach).
+// K = KH * KW * words past 1022 (the NEON path's 16-bit counters take 511 word pairs a chunk) and
+// past 2044, with random signs and with every bit a mismatch (the largest count a counter can reach).
 struct LongShape { int64_t C, k, H, W, O, pad; };
 std::string label(const LongShape& l) { return "C" + std::to_string(l.C) + "_" + hw("k", l.k, l.k); }
 void PrintTo(const LongShape& v, std::ostream* os) { *os << label(v); }
