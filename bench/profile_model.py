@@ -20,6 +20,12 @@ timing code, so an older checkout is timed the same way) and counted in its clas
 Each class's figure is its median over ``--repeats`` profiled calls (robust to the spikes a shared
 VM adds), so the classes need not sum exactly to the profiled call's median.
 
+**Glue** is the issue-16 measure: the wall time minus each binary-conv and float-conv step run
+on its own at its standalone speed (the same call, same input, in a hot loop, median; a binary
+conv on its input already packed, with whatever its fused epilogue does). What is left is everything
+that is not a convolution at its own speed: packing, elementwise ops, pooling, layout copies,
+Python and torch's dispatch, and the convolutions' own slowdown inside the model (cold caches).
+
 ``copy_`` is what torch.profiler counts as ``aten::copy_`` in one extra pass (layout conversions
 inside steps). ``wall`` is the median of ``--repeats`` unwrapped ``predict`` calls. With
 ``--baseline DIR`` (an older checkout, e.g. ``git worktree add /tmp/bnn-base HEAD~3``) the current
@@ -96,7 +102,7 @@ def _timed_steps(model: Any, acc: dict[str, float]) -> list[Any]:
     for step in model.executor.steps:
         nodes = getattr(step, "nodes", (step.name,))
         classes = [OP_CLASS.get(ops[n], ops[n]) for n in nodes]
-        cls = "binary conv" if "binary conv" in classes else classes[0]
+        cls = "binary conv" if "binary conv" in classes else classes[-1]  # relu -> max pool: pooling
         # a binary conv step reads its input first: pack it here, to time the packing apart
         first = nodes[0]
         padding = layers[first].geometry.padding if ops[first] == "binary_conv2d" else None
@@ -104,7 +110,9 @@ def _timed_steps(model: Any, acc: dict[str, float]) -> list[Any]:
     return wrapped
 
 
-def _timed(fn: Callable[..., Any], cls: str, padding: tuple[int, int] | None, acc: dict[str, float]) -> Callable[..., Any]:
+def _timed(
+    fn: Callable[..., Any], cls: str, padding: tuple[int, int] | None, acc: dict[str, float]
+) -> Callable[..., Any]:
     import torch
 
     from service.kernel import pack_activations
@@ -120,7 +128,55 @@ def _timed(fn: Callable[..., Any], cls: str, padding: tuple[int, int] | None, ac
         acc[cls] += time.perf_counter() - t0
         return out
 
+    run.cls, run.padding = cls, padding  # type: ignore[attr-defined]  # read by kernel_floor
     return run
+
+
+KERNEL_CLASSES = ("binary conv", "float conv")
+
+
+def kernel_floor(model: Any, x: Any, repeats: int) -> dict[str, float]:
+    """ms per kernel class with every binary-conv and float-conv step run alone at its own speed:
+    each step's inputs are recorded from one call, then the step runs ``repeats`` times on them
+    (after 2 warm-up calls); its median counts."""
+    import torch
+
+    from service.kernel import pack_activations
+
+    captured: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
+    acc: dict[str, float] = defaultdict(float)
+    original = model.executor.steps
+
+    def capture(step: Any, cls: str, padding: tuple[int, int] | None) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            if cls in KERNEL_CLASSES:
+                packed = args
+                if padding is not None and isinstance(args[0], torch.Tensor):
+                    packed = (pack_activations(args[0], padding), *args[1:])
+                captured.append((cls, step.fn, packed))
+            return step.fn(*args)
+
+        return run
+
+    timed = _timed_steps(model, acc)  # for each step's class and packing padding
+    model.executor.steps = [
+        dataclasses.replace(step, fn=capture(step, t.fn.cls, t.fn.padding)) for step, t in zip(original, timed)
+    ]
+    try:
+        model.predict(x)
+    finally:
+        model.executor.steps = original
+    floor = dict.fromkeys(KERNEL_CLASSES, 0.0)
+    for cls, fn, args in captured:
+        for _ in range(2):
+            fn(*args)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t)
+        floor[cls] += 1000 * statistics.median(times)
+    return floor
 
 
 def profile(model: Any, batch: int, repeats: int) -> dict[str, Any]:
@@ -160,13 +216,20 @@ def profile(model: Any, batch: int, repeats: int) -> dict[str, Any]:
             model.predict(x)
     finally:
         model.executor.steps = original
+    with torch.no_grad():
+        floor = kernel_floor(model, x, repeats)
+    wall = 1000 * statistics.median(walls)
+    glue = max(0.0, wall - sum(floor.values()))
     copies = [e for e in prof.key_averages() if e.key == "aten::copy_"]
     # medians over the calls: this VM's neighbours add spikes that a mean would spread over classes
     ms = {cls: 1000 * statistics.median(per_call[cls]) for cls in CLASSES if cls in per_call}
     ms["input layout"] = 1000 * statistics.median(layout)
     ms["overhead"] = max(0.0, 1000 * statistics.median(profiled) - sum(ms.values()))
     return {
-        "wall_ms": round(1000 * statistics.median(walls), 3),
+        "wall_ms": round(wall, 3),
+        "floor_ms": {cls: round(v, 3) for cls, v in floor.items()},
+        "glue_ms": round(glue, 3),
+        "glue_pct": round(100 * glue / wall, 1),
         "profiled_ms": round(1000 * statistics.median(profiled), 3),
         "classes_ms": {cls: round(v, 3) for cls, v in ms.items()},
         "copy_calls": sum(e.count for e in copies),
@@ -243,7 +306,14 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
                 v = r["classes_ms"].get(cls)
                 cells.append("–" if v is None else f"{v:.3f} ({100 * v / r['profiled_ms']:.0f} %)")
             lines.append(f"| {cls} | " + " | ".join(cells) + " |")
-        lines.append("| aten::copy_ (calls, ms) | " + " | ".join(f"{r['copy_calls']}, {r['copy_ms']:.3f}" for r in rows) + " |")
+        for cls in KERNEL_CLASSES:
+            cells = [f"{r['floor_ms'][cls]:.3f}" if "floor_ms" in r else "–" for r in rows]
+            lines.append(f"| {cls} alone (standalone speed) | " + " | ".join(cells) + " |")
+        cells = [f"**{r['glue_ms']:.3f} ({r['glue_pct']:.0f} %)**" if "glue_ms" in r else "–" for r in rows]
+        lines.append("| **glue: wall − the convs alone** | " + " | ".join(cells) + " |")
+        lines.append(
+            "| aten::copy_ (calls, ms) | " + " | ".join(f"{r['copy_calls']}, {r['copy_ms']:.3f}" for r in rows) + " |"
+        )
         lines.append("| steps (fused) | " + " | ".join(f"{r['steps']} ({r['fusions']})" for r in rows) + " |")
         lines.append("")
     return "\n".join(lines)

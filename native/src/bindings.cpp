@@ -12,7 +12,9 @@
 
 #include "bnn.h"
 #include "cancel.h"
+#include "checks.h"
 #include "kernels.h"
+#include "pooling.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -223,6 +225,29 @@ PYBIND11_MODULE(_core, m) {
   m.def("thread_pool", [] {
     return std::string(bnn::ThreadPool::global().backend() == bnn::ThreadPool::Backend::openmp ? "openmp" : "own");
   });
+  m.def("max_pool2d_nhwc", [](const FloatArray& x, Pair kernel, Pair stride, Pair padding, Pair dilation,
+                              bool ceil_mode, bool relu) {
+    require_ndim(x, 4, "input");
+    bnn::PoolShape s;
+    s.N = x.shape(0), s.H = x.shape(1), s.W = x.shape(2), s.C = x.shape(3);
+    s.KH = kernel.first, s.KW = kernel.second, s.SH = stride.first, s.SW = stride.second;
+    s.PH = padding.first, s.PW = padding.second, s.DH = dilation.first, s.DW = dilation.second;
+    s.ceil_mode = ceil_mode;
+    bnn::require_positive("batch", s.N);
+    bnn::require_positive("channels", s.C);
+    const int64_t OH = bnn::pool_output_size(s.H, s.KH, s.SH, s.PH, s.DH, ceil_mode, "height");
+    const int64_t OW = bnn::pool_output_size(s.W, s.KW, s.SW, s.PW, s.DW, ceil_mode, "width");
+    bnn::check_buffer("pooled output", {s.N, OH, OW, s.C}, sizeof(float));
+    FloatArray out = aligned_floats({s.N, OH, OW, s.C});
+    float* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      bnn::max_pool2d_nhwc(x.data(), s, relu, dst, bnn::ThreadPool::global());
+    }
+    return out;
+  }, py::arg("x"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+     py::arg("ceil_mode") = false, py::arg("relu") = false,
+     "F.max_pool2d (after F.relu with relu=True) of NHWC float32 x, bit for bit: [N, OH, OW, C].");
   m.def("openmp_loaded", &bnn::ThreadPool::openmp_loaded,
         "Whether an OpenMP runtime (GOMP_parallel) is loaded in the process.");
 

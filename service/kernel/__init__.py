@@ -10,6 +10,7 @@ correlation of the ±1 values as float32 NCHW; with ``pad_value=0`` it equals
 - :mod:`.runtime` — instruction set, threads, :func:`configure`, cancellation
 - :mod:`.packing` — binarisation and bit-packing of weights and activations
 - :mod:`.conv` — the raw call, the ``bnn::binary_conv2d`` torch op, :func:`binary_conv2d`, :class:`InferenceConv`
+- :mod:`.pooling` — :func:`max_pool2d` (with an optional ReLU first) on the kernel's threads, bit for bit torch's
 - :mod:`.autograd` — :class:`BinaryConv2dForward`, bitorch-engine's signature
 - :mod:`.layers` — :class:`BinaryConv2d`, the ``nn.Module``
 """
@@ -27,6 +28,7 @@ from .packing import (
     sign,
     unpack_weights,
 )
+from .pooling import max_pool2d
 from .runtime import (
     Cancelled,
     CancelToken,
@@ -61,6 +63,7 @@ __all__ = [
     "configure",
     "conv_output_size",
     "get_num_threads",
+    "max_pool2d",
     "pack_activations",
     "pack_weights",
     "packed_bits",

@@ -22,6 +22,10 @@ float operations in the same order; ``Executor.fusions`` and ``LoadedModel.summa
   reader, else by one packing step the readers share.
 
 ``Executor.sign_shifts`` (and the summary) says where each ``rsign`` went.
+
+- **relu prologue**: a ``relu`` read only by an op that can take a ReLU'd input in the same pass
+  (``max_pool2d``: the stem's conv -> relu -> max pool) runs as that op with the ReLU applied to each
+  value it reads, with no intermediate tensor.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from service.kernel import InferenceConv, PackedActivations, pack_activations, sign
 
@@ -51,7 +56,7 @@ class _Step:
     release: tuple[str, ...]  # values no later step needs
     nodes: tuple[str, ...]  # the graph nodes it computes (several: a fusion)
     dual: bool = False  # fn returns (floats, packed bits); the bits are the value name + PACKED
-    head: int = 0  # how many of ``nodes`` come before the conv and have its input's shape (an rsign)
+    head: int = 0  # how many of ``nodes`` have the step's input's shape (an rsign before a conv, a relu prologue)
 
 
 @dataclass
@@ -208,6 +213,23 @@ def _fuse_epilogues(nodes: list[Node], built: dict[str, Built], readers: _Reader
         plans[members[-1]] = _Plan(fn, [*node.inputs, residual], tuple(members))
 
 
+def _fuse_relu_prologues(
+    nodes: list[Node], built: dict[str, Built], readers: _Readers, plans: dict[str, _Plan]
+) -> None:
+    """relu -> op chains where the op takes a ReLU'd input in one pass (``Built.after_relu``)."""
+    for node in nodes:
+        if built[node.name].fn is not F.relu or plans.get(node.name) is None:
+            continue
+        reader = readers.only(node.name)
+        if reader is None or built[reader.name].after_relu is None:
+            continue
+        own = plans.get(reader.name)
+        if own is None or own.nodes != (reader.name,):  # another fusion took it
+            continue
+        del plans[node.name]
+        plans[reader.name] = _Plan(built[reader.name].after_relu, list(node.inputs), (node.name, reader.name), head=1)
+
+
 def _is_conv_step(plan: _Plan | None) -> bool:
     return plan is not None and isinstance(plan.fn, (InferenceConv, _ConvEpilogue))
 
@@ -337,6 +359,7 @@ class Executor:
             _fuse_input_shifts(nodes, readers, plans, sign_shifts)
             packed, dual = _fuse_packed_outputs(readers, plans, sign_shifts)
             _fuse_packing_steps(readers, plans, sign_shifts)
+            _fuse_relu_prologues(nodes, built, readers, plans)
         # a fused step sits where its last node was: its inputs all come before
         order = [(name, plans[name]) for name in (node.name for node in nodes) if name in plans]
         last_use: dict[str, int] = {}
@@ -372,7 +395,7 @@ class Executor:
             x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
         values = {GRAPH_INPUT: x}
         for step in self.steps:
-            if record_shapes is not None and step.head:  # an rsign fused ahead of a conv: its input's shape
+            if record_shapes is not None and step.head:  # an rsign or relu fused ahead: its input's shape
                 for node in step.nodes[: step.head]:
                     record_shapes[node] = list(values[step.inputs[0]].shape)
             try:
@@ -383,7 +406,7 @@ class Executor:
                 out, values[step.name + PACKED] = out
             values[step.name] = out
             if record_shapes is not None:
-                for node in step.nodes[step.head :]:  # the rest are elementwise: one shape
+                for node in step.nodes[step.head :]:  # the rest are elementwise after the head: one shape
                     record_shapes[node] = list(out.shape)
             for r in step.release:
                 del values[r]

@@ -105,7 +105,7 @@ def test_sign_convention(isa):
             one_hot = torch.full_like(w, 0.0)
             one_hot[0, i] = 1.0
             # Isolate channel i: sign(w) = +1 everywhere, so subtract the other channels' contribution.
-            others = sign(torch.cat([values[:i], values[i + 1:]])).sum()
+            others = sign(torch.cat([values[:i], values[i + 1 :]])).sum()
             assert binary_conv2d(x, w).item() - others.item() == expected[i].item()
 
 
@@ -279,12 +279,17 @@ def test_import_reads_no_environment():
     env = {"BNN_KERNEL_ISA": "bogus", "BNN_KERNEL_THREADS": "0", "PATH": ""}
     out = subprocess.run(
         [sys.executable, "-c", "from service import kernel, settings, api, model; print(kernel.active_isa())"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == kernel.available_isas()[0]
     bad = subprocess.run(
         [sys.executable, "-c", "from service.settings import Settings; Settings()"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and "kernel_isa" in bad.stderr and "kernel_threads" in bad.stderr
 

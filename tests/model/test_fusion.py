@@ -98,8 +98,29 @@ class TwoConvSum(nn.Module):
         return self.head(self.act(self.a(x) + self.b(x)))
 
 
+class StemNet(nn.Module):
+    """Bi-Real's stem (conv, BN, ReLU, max pool: the relu fused into the pooling), one block, and a
+    second ReLU read twice (by a max pool and by the sum: not fused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        self.block = BiRealBlock(16, 16, 1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        y = self.relu(self.block(self.stem(x)))
+        return self.head(self.pool(y) + y)
+
+
 def shipped_like() -> nn.Module:
-    return Net([ResidualBlock(16, 16, 16), ResidualBlock(16, 70, 70), ResidualBlock(70, 70, 1), ResidualBlock(70, 70, 70)], 70)
+    return Net(
+        [ResidualBlock(16, 16, 16), ResidualBlock(16, 70, 70), ResidualBlock(70, 70, 1), ResidualBlock(70, 70, 70)], 70
+    )
 
 
 def bireal_like() -> nn.Module:
@@ -129,6 +150,7 @@ MODELS = {
         ("add", "add_1", "add_2"),
     ),
     "broadcast": (BroadcastResidual, {"act": ["conv", "add", "act"]}, ()),
+    "stem": (StemNet, {"stem.3": ["stem.2", "stem.3"], "add": ["block.conv", "add"]}, ()),
     "two_convs": (TwoConvSum, {"act": ["a", "add", "act"]}, ()),
 }
 

@@ -1,9 +1,11 @@
-"""Pooling: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``."""
+"""Pooling: ``max_pool2d`` (the kernel's, bit for bit torch's), ``avg_pool2d``, ``adaptive_avg_pool2d``."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import nn
+
+from service import kernel
 
 from .registry import (
     Attrs,
@@ -39,7 +41,12 @@ def _build_max_pool2d(b: Build[MaxPool2dAttrs]) -> Built:
         a.dilation,
         a.ceil_mode,
     )
-    return Built(lambda x: F.max_pool2d(x, k, stride, padding, dilation, ceil_mode))
+    # the kernel's pooling: F.max_pool2d's bits, one pass over channels-last memory, on the
+    # kernel's threads; with relu=True also F.relu's before it
+    return Built(
+        lambda x: kernel.max_pool2d(x, k, stride, padding, dilation, ceil_mode),
+        after_relu=lambda x: kernel.max_pool2d(x, k, stride, padding, dilation, ceil_mode, relu=True),
+    )
 
 
 def _export_max_pool2d(m: nn.MaxPool2d) -> Exported:

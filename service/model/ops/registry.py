@@ -176,14 +176,18 @@ class Epilogue:
 @dataclass(frozen=True)
 class Built:
     """What a builder returns: the function of the node's inputs, for a binary op its layer, for
-    an op a binary conv's epilogue can absorb, how, and for an op that is ``sign(x + sign_shift)``
+    an op a binary conv's epilogue can absorb, how, for an op that is ``sign(x + sign_shift)``
     per channel (RSign), the shift: the packing of a binary conv that reads it (or the epilogue
-    that writes that packed input) computes it instead."""
+    that writes that packed input) computes it instead; and for an op that can take a ReLU'd input
+    in the same pass, that function (``after_relu``)."""
 
     fn: Fn
     layer: BinaryLayer | None = None
     epilogue: Epilogue | None = None
     sign_shift: torch.Tensor | None = None
+    # the same op applied to relu(x) in one pass, bit for bit F.relu then fn: where the op's input
+    # is a relu that only it reads, graph runs this instead of the two (the stem's relu -> max pool)
+    after_relu: Fn | None = None
 
 
 # ---- exporting ---------------------------------------------------------------------------
