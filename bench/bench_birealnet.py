@@ -130,6 +130,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _load() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def _ratios(cell: dict[str, Any]) -> dict[str, float]:
     """Speed-ups of the packed model (median) over each baseline measured in the same run."""
     packed = cell["packed_bnn"]
@@ -235,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         diff = (loaded.predict(x) - bnn(x)).abs().max().item()
     sizes = loaded.summary()["sizes"]
     result: dict[str, Any] = {
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "arch": platform.machine()},
+        # a shared machine: the load average says how much else ran (1-minute figure, start and end)
+        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "arch": platform.machine(), "load_start": _load()},
         "isa": K.active_isa(),
         "versions": {"torch": torch.__version__},
         "command": " ".join(
@@ -302,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_ms"][f"{n}_threads"] = cell
         result.setdefault("ratios", {})[f"{n}_threads"] = _ratios(cell)
         print(json.dumps({"threads": n, **cell, **result["ratios"][f"{n}_threads"]}), flush=True)
+    result["machine"]["load_end"] = _load()
     result["targets"] = _targets(result, threads)
     for ort in ort_models:
         ort.close()
