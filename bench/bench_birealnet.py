@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         result["onnxruntime"] = {"skipped": why}
 
     times: dict[int, dict[str, list[float]]] = {n: {name: [] for name in columns[n]} for n in threads}
+    rounds_ms: dict[str, dict[str, list[float]]] = {}  # each round's median: how much the machine drifted
     for r in range(args.rounds):
         for n in threads:
             K.set_num_threads(n)
@@ -293,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             names = list(columns[n])
             for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no column always runs first
                 fn, inp = columns[n][name]
-                times[n][name] += baselines.time_calls_ms(fn, inp, args.repeats)
+                ms = baselines.time_calls_ms(fn, inp, args.repeats)
+                times[n][name] += ms
+                rounds_ms.setdefault(f"{n}_threads", {}).setdefault(name, []).append(round(statistics.median(ms), 2))
     for n in threads:
         cell: dict[str, Any] = {}
         for name, ms in times[n].items():
@@ -307,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_ms"][f"{n}_threads"] = cell
         result.setdefault("ratios", {})[f"{n}_threads"] = _ratios(cell)
         print(json.dumps({"threads": n, **cell, **result["ratios"][f"{n}_threads"]}), flush=True)
+    result["rounds_ms"] = rounds_ms
     result["machine"]["load_end"] = _load()
     result["targets"] = _targets(result, threads)
     for ort in ort_models:
