@@ -11,8 +11,8 @@ timing code, so an older checkout is timed the same way) and counted in its clas
   residual sum and PReLU, packed or dual output);
 - ``packing``: packing a binary conv's float input (done before the step, so the kernel gets bits;
   the same work the kernel call would do first);
-- ``float conv``: ``conv2d``, ``linear``; ``elementwise``: ``add``, ``prelu``, ``relu``,
-  ``hardtanh``, ``batch_norm``, ``sign``; ``pooling``; ``reshape``: ``flatten``;
+- ``float conv``: ``conv2d``, ``linear``; ``elementwise``: ``add``, ``prelu``, ``rprelu``, ``relu``,
+  ``hardtanh``, ``batch_norm``, ``sign``, ``rsign``; ``pooling``; ``reshape``: ``flatten``, ``concat``;
 - ``input layout``: the graph input's NCHW -> NHWC copy;
 - ``overhead``: the rest of ``LoadedModel.predict`` (the executor's loop, argument checks,
   timers): wall time minus everything above.
@@ -63,6 +63,9 @@ OP_CLASS = {
     "hardtanh": "elementwise",
     "batch_norm": "elementwise",
     "sign": "elementwise",
+    "rsign": "elementwise",
+    "rprelu": "elementwise",
+    "concat": "reshape",
     "max_pool2d": "pooling",
     "avg_pool2d": "pooling",
     "adaptive_avg_pool2d": "pooling",
