@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.profile_model import cpu_name  # noqa: E402
-from service import kernel  # noqa: E402
+from bench.profile_model import cpu_name
+from service import kernel
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                         fn()
                         ts.append(time.perf_counter() - t)
                     times.setdefault((group, name), []).append(1000 * statistics.median(ts))
-        print(f"CPU: {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), kernel path {kernel.active_isa()}")
+        print(
+            f"CPU: {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), kernel path {kernel.active_isa()}"
+        )
         for group, variants in table.items():
             first = next(iter(variants.values()))()
             print(f"\n| {group} | ms (median of {args.rounds} rounds) | max abs diff vs first |\n|---|---|---|")
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                 result.setdefault(group, {})[name] = {"ms": round(ms, 3), "max_abs_diff": diff}
                 print(f"| {name} | {ms:.3f} | {diff:.3g} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "threads": args.threads, "results": result}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"cpu": cpu_name(), "threads": args.threads, "results": result}, indent=2)
+        )
     return 0
 
 

@@ -241,7 +241,9 @@ class Settings(BaseSettings):
             return f"model store {root} holds no model folder"
         return None
 
-    @field_validator("kernel_isa", "kernel_pool", "omp_wait_policy", "log_level", "log_format", "model_control", mode="before")
+    @field_validator(
+        "kernel_isa", "kernel_pool", "omp_wait_policy", "log_level", "log_format", "model_control", mode="before"
+    )
     @classmethod
     def _lower_case(cls, value: object) -> object:
         """Named choices are case-insensitive (BNN_LOG_LEVEL=DEBUG means debug)."""

@@ -221,13 +221,12 @@ def _fuse_relu_prologues(
         if built[node.name].fn is not F.relu or plans.get(node.name) is None:
             continue
         reader = readers.only(node.name)
-        if reader is None or built[reader.name].after_relu is None:
-            continue
-        own = plans.get(reader.name)
-        if own is None or own.nodes != (reader.name,):  # another fusion took it
+        after_relu = built[reader.name].after_relu if reader is not None else None
+        own = plans.get(reader.name) if reader is not None else None
+        if reader is None or after_relu is None or own is None or own.nodes != (reader.name,):  # or fused already
             continue
         del plans[node.name]
-        plans[reader.name] = _Plan(built[reader.name].after_relu, list(node.inputs), (node.name, reader.name), head=1)
+        plans[reader.name] = _Plan(after_relu, list(node.inputs), (node.name, reader.name), head=1)
 
 
 def _is_conv_step(plan: _Plan | None) -> bool:
