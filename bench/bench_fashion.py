@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import service.kernel as K  # noqa: E402
-from bench.bench_birealnet import _median_ms  # noqa: E402
+from bench.harness.model_bench import median_ms  # noqa: E402
 from service.model import load_model  # noqa: E402
 from service.tuning import keep_freed_memory  # noqa: E402
 from training.train_fashion_mnist import FashionNet  # noqa: E402
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         for b in (int(v) for v in args.batches.split(",")):
             x = torch.randn(b, 1, 28, 28)
             row = {"threads": n, "batch": b, "isa": K.active_isa(),
-                   "packed_bnn_ms": round(_median_ms(loaded.predict, x, args.repeats), 3),
-                   "torch_bnn_eval_ms": round(_median_ms(torch_bnn, x, args.repeats), 3),
-                   "float_torch_ms": round(_median_ms(float_twin, x, args.repeats), 3)}
+                   "packed_bnn_ms": round(median_ms(loaded.predict, x, args.repeats), 3),
+                   "torch_bnn_eval_ms": round(median_ms(torch_bnn, x, args.repeats), 3),
+                   "float_torch_ms": round(median_ms(float_twin, x, args.repeats), 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| threads, batch | packed BNN ms | PyTorch BNN (eval) ms | float PyTorch ms | float / packed |")

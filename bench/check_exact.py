@@ -175,23 +175,14 @@ def check_models(birealnet: bool, reactnet: bool = False) -> None:
     store = ModelStore.load(REPO / "model_store")
     models = dict(store.models)
     with tempfile.TemporaryDirectory() as tmp:
-        if birealnet:
+        if birealnet or reactnet:
             sys.path.insert(0, str(REPO))
-            from bench.profile_model import birealnet_folder
+            from bench.profile_model import birealnet_folder, reactnet_folder
 
-            models["birealnet18"] = load_model(birealnet_folder(tmp))
-        if reactnet:
-            sys.path.insert(0, str(REPO))
-            from bench.bench_reactnet import randomise
-            from service.export import export_model
-            from service.model.zoo import ReActNetA
-
-            torch.manual_seed(0)
-            spec = {"channels": 3, "height": 224, "width": 224, "resize": "center_crop",
-                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "invert": False}
-            folder = export_model(randomise(ReActNetA()), Path(tmp) / "reactnet_a", "reactnet-a", "0.0.0", spec,
-                                  [str(i) for i in range(1000)])
-            models["reactnet_a"] = load_model(folder)
+            if birealnet:
+                models["birealnet18"] = load_model(birealnet_folder(tmp))
+            if reactnet:
+                models["reactnet_a"] = load_model(reactnet_folder(tmp))
         for name, model in models.items():
             graph = model.manifest.graph
             tensors, _ = read_weights(model.folder, model.manifest)

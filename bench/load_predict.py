@@ -81,10 +81,11 @@ def build_stores(root: Path, variants: list[str]) -> dict[str, tuple[Path, str, 
             export_model(FashionNet(binary=variant == "binary"), store / name, name, "bench", INPUT, LABELS)
             stores[variant] = (store, name, sample_png())
         else:
-            from bench.bench_birealnet import BiRealNet18, _randomise
+            from bench.harness.model_bench import randomise
+            from service.model.zoo import BiRealNet18
 
             name = variant
-            net = _randomise(BiRealNet18(binary=variant == "bireal"))
+            net = randomise(BiRealNet18(binary=variant == "bireal"))
             export_model(net, store / name, name, "bench", BIREAL_INPUT, [f"class{i}" for i in range(1000)])
             stores[variant] = (store, name, sample_jpeg())
     return stores

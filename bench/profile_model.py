@@ -1,6 +1,6 @@
 """Where a packed model's forward pass spends its time, per op class.
 
-    .venv/bin/python bench/profile_model.py --store model_store --birealnet [--batches 1,32] [--threads 1]
+    .venv/bin/python bench/profile_model.py --store model_store --birealnet [--reactnet] [--batches 1,32] [--threads 1]
     .venv/bin/python bench/profile_model.py MODEL_FOLDER ... [--repeats 30] [--json out.json]
     .venv/bin/python bench/profile_model.py --store model_store --baseline /tmp/bnn-base --rounds 2
 
@@ -242,23 +242,51 @@ def profile(model: Any, batch: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def birealnet_folder(tmp: str) -> Path:
-    """Bi-Real-Net-18 (bench_birealnet.py's, random weights) exported into ``tmp``."""
+def _this_tree(relative: str) -> Any:
+    """A file of this tree imported by path: under ``--checkout``, ``service`` and ``bench`` on
+    sys.path are the checkout's, which may predate the file (it then runs on the checkout's code)."""
     import importlib.util
 
-    import torch
+    name = "this_tree_" + relative.removesuffix(".py").replace("/", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / relative)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
+
+def _export_random(model: Any, tmp: str, name: str) -> Path:
+    """``model`` with random statistics (bench/harness/model_bench.py's) exported into ``tmp``."""
     from service.export import export_model
 
-    # by path: under --checkout, ``bench`` on sys.path is the checkout's
-    spec = importlib.util.spec_from_file_location("bench_birealnet_current", REPO / "bench" / "bench_birealnet.py")
-    assert spec is not None and spec.loader is not None
-    bireal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bireal)
-    torch.manual_seed(0)
-    model = bireal._randomise(bireal.BiRealNet18(binary=True))
+    model_bench = _this_tree("bench/harness/model_bench.py")
     labels = [f"c{i}" for i in range(1000)]
-    return export_model(model, Path(tmp) / "birealnet18", "birealnet18", "0.0.0", bireal.SPEC, labels)
+    return export_model(
+        model_bench.randomise(model), Path(tmp) / name, name, "0.0.0", model_bench.IMAGENET_INPUT, labels
+    )
+
+
+def birealnet_folder(tmp: str) -> Path:
+    """Bi-Real-Net-18 (``service.model.zoo``'s, this tree's, random weights) exported into ``tmp``."""
+    import torch
+
+    bireal = _this_tree("service/model/zoo/bireal.py")  # an older checkout may have no zoo
+    torch.manual_seed(0)
+    return _export_random(bireal.BiRealNet18(binary=True), tmp, "birealnet18")
+
+
+def reactnet_folder(tmp: str) -> Path:
+    """ReActNet-A (``service.model.zoo``'s, random weights) exported into ``tmp``; under
+    ``--checkout``, the checkout's (its RSign and RPReLU are that tree's modules)."""
+    import torch
+
+    try:
+        from service.model.zoo import ReActNetA
+    except ImportError as e:
+        raise SystemExit(f"--reactnet: the code profiled has no ReActNet-A ({e})") from None
+    torch.manual_seed(0)
+    return _export_random(ReActNetA(binary=True), tmp, "reactnet-a")
 
 
 def run_profiles(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,9 +306,11 @@ def run_profiles(args: argparse.Namespace) -> dict[str, Any]:
     for folder in args.folders:
         m = load_model(folder)
         models[m.name] = m
-    if args.birealnet:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.birealnet:
             models["birealnet18"] = load_model(birealnet_folder(tmp))
+        if args.reactnet:
+            models["reactnet-a"] = load_model(reactnet_folder(tmp))
     results = []
     for threads in (int(t) for t in args.threads.split(",")):
         K.set_num_threads(threads)
@@ -359,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="*", help="model folders")
     p.add_argument("--store", help="profile every model of this store")
-    p.add_argument("--birealnet", action="store_true", help="also Bi-Real-Net-18 (bench_birealnet.py's)")
+    p.add_argument("--birealnet", action="store_true", help="also Bi-Real-Net-18 (service.model.zoo, random weights)")
+    p.add_argument("--reactnet", action="store_true", help="also ReActNet-A (service.model.zoo, random weights)")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--threads", default="1")
     p.add_argument("--repeats", type=int, default=30)
@@ -368,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    if not (args.store or args.folders or args.birealnet):
-        p.error("name model folders, --store or --birealnet")
+    if not (args.store or args.folders or args.birealnet or args.reactnet):
+        p.error("name model folders, --store, --birealnet or --reactnet")
     if args.baseline:
         runs = compare(args, argv)
     else:

@@ -8,4 +8,8 @@ pass/fail bounds) and bench/soak.py, bench/resource_attacks.py (the measured rep
     hostile       the hostile-input catalogue (images, /conv and /v2 tensors)
     store_faults  broken model folders beside a good one
     schema_fuzz   schemathesis over the service's own OpenAPI schema
+
+and what the model benchmarks share (bench/bench_birealnet.py, bench/bench_reactnet.py):
+
+    model_bench   a packed model against its float twin in alternating rounds: ratios, issue-16 targets, table
 """
