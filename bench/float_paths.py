@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.profile_model import cpu_name
+from bench.harness.procfs import cpu_name
 from service import kernel
 
 
