@@ -132,9 +132,10 @@ def test_sigterm_drains_every_worker(model_store_dir, tmp_path):
     body = png_bytes()
     head = (f"POST /predict HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\n"
             f"content-length: {len(body)}\r\n\r\n").encode()
-    # Requests in flight at SIGTERM: their bodies are half sent.
-    # 16 connections: each worker accepts some (all to one: p ~ 2^-15)
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(16)]
+    # Requests in flight at SIGTERM: their bodies are half sent, on connections each worker holds
+    # (which worker accepts a connection is up to the kernel and the event loops: one worker can
+    # take a whole burst, so each connection is pinned by a request first and kept alive).
+    clients = _pinned_connections(server, port, set(workers), per_worker=4)
     for client in clients:
         client.sendall(head + body[:10])
     time.sleep(0.5)
@@ -146,13 +147,37 @@ def test_sigterm_drains_every_worker(model_store_dir, tmp_path):
         answers.append(_read_response(client))
         client.close()
     assert server.proc.wait(timeout=30) == 0
-    assert [status for status, _ in answers] == [200] * 16, answers
+    assert [status for status, _ in answers] == [200] * len(clients), answers
     out = server.output()
     assert _access_pids(server, "/predict") == set(workers)  # both workers had requests to finish
     for pid in workers:
         assert f"Finished server process [{pid}]" in out
     assert out.count("Application shutdown complete") == 2
     assert not Path(folder).exists()  # the run folder goes with the server
+
+
+def _pinned_connections(server: Server, port: int, pids: set[int], per_worker: int) -> list[socket.socket]:
+    """Kept-alive connections, ``per_worker`` held by each worker in ``pids``: each connection sends
+    one request for a path of its own (a 404) and is kept by the worker whose access log has that
+    path; connections to a worker that holds enough already are closed. At most 64 tries."""
+    held: dict[int, list[socket.socket]] = {pid: [] for pid in pids}
+    for i in range(64):
+        if all(len(c) >= per_worker for c in held.values()):
+            break
+        client = socket.create_connection(("127.0.0.1", port), timeout=20)
+        path = f"/pin/{i}"
+        client.sendall(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+        status, _ = _read_response(client)
+        assert status == 404
+        _wait(lambda path=path: _access_pids(server, path), 10, f"the access log line of {path}")
+        (pid,) = _access_pids(server, path)
+        if len(held[pid]) < per_worker:
+            held[pid].append(client)
+        else:
+            client.close()
+    counts = {pid: len(c) for pid, c in held.items()}
+    assert all(n == per_worker for n in counts.values()), f"connections per worker after 64 tries: {counts}"
+    return [client for c in held.values() for client in c]
 
 
 def _read_response(client: socket.socket) -> tuple[int, bytes]:
