@@ -8,6 +8,7 @@ that dies is replaced, SIGTERM drains every one, and a worker that cannot start 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import os
 import re
@@ -81,25 +82,37 @@ def test_two_workers_are_one_server(two_workers):
     server = two_workers
     workers = server.workers()
     assert len(workers) == 2 and server.pid not in workers
-    with _fresh(server) as http, concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: http.post("/predict", **IMAGE), range(48)))
-        assert [r.status_code for r in answers] == [200] * 48
-        assert {r.json()["results"][0]["predictions"][0]["label"] for r in answers} == {
-            answers[0].json()["results"][0]["predictions"][0]["label"]
-        }
-        # Each worker wrote access lines for the predictions it served: both took a share.
-        _wait(lambda: _access_pids(server, "/predict") == set(workers), 5, "both workers served /predict")
-        # Whichever worker answers, the numbers are the whole server's.
-        for _ in range(16):  # new connections: both workers answer some (all 16 to one: p ~ 2^-15)
-            text = http.get("/metrics").text
-            assert _metric(text, "nv_inference_count", model="tiny", version="1") == 48
-            assert _metric(text, "bnn_http_requests_total", route="/predict", method="POST", status="200") == 48
-            assert _metric(text, "bnn_workers_ready") == 2
-            assert _metric(text, "bnn_model_ready", model="tiny") == 1
-            assert _metric(text, "bnn_queue_depth", model="tiny") == 0
-            stats = http.get("/v2/models/tiny/stats").json()["model_stats"][0]
-            assert stats["inference_count"] == 48 and sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) > 0
-        assert _access_pids(server, "/metrics") == set(workers)
+    # 48 predictions at once, 6 on each of 4 connections held by each worker (which worker accepts a
+    # new connection is not up to the client: each is pinned first)
+    port = int(server.url.rsplit(":", 1)[1])
+    clients = _pinned_connections(server, port, set(workers), per_worker=4)
+
+    def six(client: socket.socket) -> list[tuple[int, bytes]]:
+        return [_request(client, "POST", "/predict", IMAGE["content"], "image/png") for _ in range(6)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = [a for batch in pool.map(six, clients) for a in batch]
+    for client in clients:
+        client.close()
+    assert [status for status, _ in answers] == [200] * 48
+    assert len({json.loads(body)["results"][0]["predictions"][0]["label"] for _, body in answers}) == 1
+    # Each worker wrote access lines for the predictions it served: both took a share.
+    _wait(lambda: _access_pids(server, "/predict") == set(workers), 5, "both workers served /predict")
+    # Whichever worker answers, the numbers are the whole server's: asked of each worker.
+    for pid, client in _one_per_worker(server).items():
+        status, text = _request(client, "GET", "/metrics")
+        assert status == 200, pid
+        text = text.decode()
+        assert _metric(text, "nv_inference_count", model="tiny", version="1") == 48
+        assert _metric(text, "bnn_http_requests_total", route="/predict", method="POST", status="200") == 48
+        assert _metric(text, "bnn_workers_ready") == 2
+        assert _metric(text, "bnn_model_ready", model="tiny") == 1
+        assert _metric(text, "bnn_queue_depth", model="tiny") == 0
+        status, body = _request(client, "GET", "/v2/models/tiny/stats")
+        stats = json.loads(body)["model_stats"][0]
+        assert stats["inference_count"] == 48 and sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) > 0
+        client.close()
+    assert _access_pids(server, "/metrics") == set(workers)
 
 
 @pytest.mark.e2e
@@ -130,8 +143,9 @@ def test_sigterm_drains_every_worker(model_store_dir, tmp_path):
     workers = server.workers()
     port = int(server.url.rsplit(":", 1)[1])
     body = png_bytes()
-    head = (f"POST /predict HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
     # Requests in flight at SIGTERM: their bodies are half sent, on connections each worker holds
     # (which worker accepts a connection is up to the kernel and the event loops: one worker can
     # take a whole burst, so each connection is pinned by a request first and kept alive).
@@ -156,16 +170,35 @@ def test_sigterm_drains_every_worker(model_store_dir, tmp_path):
     assert not Path(folder).exists()  # the run folder goes with the server
 
 
+def _request(
+    client: socket.socket, method: str, path: str, body: bytes = b"", content_type: str = ""
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a kept-alive connection: (status, body)."""
+    head = f"{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {len(body)}\r\n"
+    if content_type:
+        head += f"content-type: {content_type}\r\n"
+    client.sendall((head + "\r\n").encode() + body)
+    return _read_response(client)
+
+
+def _one_per_worker(server: Server) -> dict[int, socket.socket]:
+    """A kept-alive connection held by each live worker, by pid."""
+    port = int(server.url.rsplit(":", 1)[1])
+    workers = set(server.workers())
+    clients = _pinned_connections(server, port, workers, per_worker=1)
+    return {pid: c for pid, c in zip(_pids_of(server, clients), clients)}
+
+
 def _pinned_connections(server: Server, port: int, pids: set[int], per_worker: int) -> list[socket.socket]:
     """Kept-alive connections, ``per_worker`` held by each worker in ``pids``: each connection sends
     one request for a path of its own (a 404) and is kept by the worker whose access log has that
     path; connections to a worker that holds enough already are closed. At most 64 tries."""
     held: dict[int, list[socket.socket]] = {pid: [] for pid in pids}
-    for i in range(64):
+    for _ in range(64):
         if all(len(c) >= per_worker for c in held.values()):
             break
         client = socket.create_connection(("127.0.0.1", port), timeout=20)
-        path = f"/pin/{i}"
+        path = f"/pin/{next(_PIN_PATHS)}"  # a path no earlier request used
         client.sendall(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
         status, _ = _read_response(client)
         assert status == 404
@@ -177,7 +210,16 @@ def _pinned_connections(server: Server, port: int, pids: set[int], per_worker: i
             client.close()
     counts = {pid: len(c) for pid, c in held.items()}
     assert all(n == per_worker for n in counts.values()), f"connections per worker after 64 tries: {counts}"
+    _PINNED.update({id(client): pid for pid, c in held.items() for client in c})
     return [client for c in held.values() for client in c]
+
+
+_PINNED: dict[int, int] = {}  # id(connection) -> the worker that holds it
+_PIN_PATHS = itertools.count()
+
+
+def _pids_of(server: Server, clients: list[socket.socket]) -> list[int]:
+    return [_PINNED[id(c)] for c in clients]
 
 
 def _read_response(client: socket.socket) -> tuple[int, bytes]:
@@ -222,7 +264,12 @@ def test_model_changes_reach_every_worker_even_one_started_later(model_store_dir
     server = start_server(store, log_dir=tmp_path, workers=2, log_level="info")
 
     def readiness(http: httpx.Client) -> set[int]:
-        return {http.get("/v2/models/other/ready").status_code for _ in range(10)}
+        """The model's readiness as each live worker answers it."""
+        answers = set()
+        for client in _one_per_worker(server).values():
+            answers.add(_request(client, "GET", "/v2/models/other/ready")[0])
+            client.close()
+        return answers
 
     try:
         with _fresh(server) as http:
