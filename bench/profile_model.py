@@ -98,20 +98,27 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-def _timed_steps(model: Any, acc: dict[str, float]) -> list[Any]:
-    """The executor's steps, each wrapped to add its seconds to ``acc[class]``."""
+def _step_classes(model: Any) -> list[tuple[str, tuple[int, int] | None]]:
+    """Each executor step's class and, for a binary conv step, the padding its input is packed with
+    (the step reads it first: packed apart, the packing is timed apart)."""
     ops = {n.name: n.op for n in model.manifest.graph.nodes}
     layers = model.executor.binary_layers
-    wrapped = []
+    out = []
     for step in model.executor.steps:
         nodes = getattr(step, "nodes", (step.name,))
         classes = [OP_CLASS.get(ops[n], ops[n]) for n in nodes]
         cls = "binary conv" if "binary conv" in classes else classes[-1]  # relu -> max pool: pooling
-        # a binary conv step reads its input first: pack it here, to time the packing apart
         first = nodes[0]
-        padding = layers[first].geometry.padding if ops[first] == "binary_conv2d" else None
-        wrapped.append(dataclasses.replace(step, fn=_timed(step.fn, cls, padding, acc)))
-    return wrapped
+        out.append((cls, layers[first].geometry.padding if ops[first] == "binary_conv2d" else None))
+    return out
+
+
+def _timed_steps(model: Any, acc: dict[str, float]) -> list[Any]:
+    """The executor's steps, each wrapped to add its seconds to ``acc[class]``."""
+    return [
+        dataclasses.replace(step, fn=_timed(step.fn, cls, padding, acc))
+        for step, (cls, padding) in zip(model.executor.steps, _step_classes(model))
+    ]
 
 
 def _timed(
@@ -132,7 +139,6 @@ def _timed(
         acc[cls] += time.perf_counter() - t0
         return out
 
-    run.cls, run.padding = cls, padding  # type: ignore[attr-defined]  # read by kernel_floor
     return run
 
 
@@ -149,7 +155,6 @@ def kernel_floor(model: Any, x: Any, repeats: int) -> dict[str, float]:
     from service.kernel import pack_activations
 
     captured: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
-    acc: dict[str, float] = defaultdict(float)
     original = model.executor.steps
 
     def capture(step: Any, cls: str, padding: tuple[int, int] | None) -> Callable[..., Any]:
@@ -163,9 +168,9 @@ def kernel_floor(model: Any, x: Any, repeats: int) -> dict[str, float]:
 
         return run
 
-    timed = _timed_steps(model, acc)  # for each step's class and packing padding
     model.executor.steps = [
-        dataclasses.replace(step, fn=capture(step, t.fn.cls, t.fn.padding)) for step, t in zip(original, timed)
+        dataclasses.replace(step, fn=capture(step, cls, padding))
+        for step, (cls, padding) in zip(original, _step_classes(model))
     ]
     try:
         model.predict(x)
