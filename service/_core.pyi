@@ -79,6 +79,9 @@ def conv2d_packed(
     slope: _FloatArray | None = None,
     shift_in: _FloatArray | None = None,
     shift_out: _FloatArray | None = None,
+    clamp: tuple[float, float] | None = None,
+    out: _FloatArray | None = None,
+    out_channel_offset: int = 0,
 ) -> _FloatArray: ...
 def conv2d_packed_dual(
     x: PackedActivations,
@@ -94,6 +97,7 @@ def conv2d_packed_dual(
     shift_in: _FloatArray | None = None,
     shift_out: _FloatArray | None = None,
     out_shift: _FloatArray | None = None,
+    clamp: tuple[float, float] | None = None,
 ) -> tuple[_FloatArray, PackedActivations]: ...
 def conv2d_packed_sign(
     x: PackedActivations,
@@ -121,4 +125,5 @@ def conv2d(
     input_shift: _FloatArray | None = None,
     shift_in: _FloatArray | None = None,
     shift_out: _FloatArray | None = None,
+    clamp: tuple[float, float] | None = None,
 ) -> _FloatArray: ...

@@ -82,9 +82,11 @@ ConvShape conv_shape(const PackedActivations& x, const PackedWeights& w, Pair st
   return s;
 }
 
-// The float steps after the affine one (OutputTransform): each [O] or none.
+// The float steps after the affine one (OutputTransform): each vector [O] or none; the clamp's
+// (lo, hi) or none.
 struct PostVectors {
   std::optional<FloatArray> shift_in, slope, shift_out;
+  std::optional<std::pair<float, float>> clamp;
 };
 
 // The epilogue from the Python arguments: scale and bias [O]; for the fused residual sum, a float32
@@ -104,6 +106,11 @@ bnn::OutputTransform output_transform(const ConvShape& s, const std::optional<Fl
   t.shift_in = optional_vector(post.shift_in, s.O, "shift_in");
   t.slope = optional_vector(post.slope, s.O, "slope");
   t.shift_out = optional_vector(post.shift_out, s.O, "shift_out");
+  if (post.clamp) {
+    const auto [lo, hi] = *post.clamp;
+    if (!(lo <= hi)) throw py::value_error("clamp needs lo <= hi, got (" + std::to_string(lo) + ", " + std::to_string(hi) + ")");
+    t.clamp = true, t.clamp_lo = lo, t.clamp_hi = hi;
+  }
   return t;
 }
 
@@ -112,16 +119,33 @@ FloatArray float_output(const ConvShape& s, bool channels_last_out) {
                                           : std::vector<py::ssize_t>{s.N, s.O, s.OH(), s.OW()});
 }
 
+// Where a conv writes into a caller's NHWC array: channels [offset, offset + O) of `out`
+// [N, OH, OW, C_total] (a channel concat built in place). Returns the first float to write.
+float* output_slice(const ConvShape& s, FloatArray& out, int64_t offset) {
+  require_ndim(out, 4, "out");
+  if (!out.writeable()) throw py::value_error("out must be writeable");
+  if (out.shape(0) != s.N || out.shape(1) != s.OH() || out.shape(2) != s.OW())
+    throw py::value_error("out must be NHWC [" + std::to_string(s.N) + ", " + std::to_string(s.OH()) + ", " +
+                          std::to_string(s.OW()) + ", C], got a different batch or image size");
+  if (offset < 0 || offset + s.O > out.shape(3))
+    throw py::value_error("out_channel_offset " + std::to_string(offset) + " + " + std::to_string(s.O) +
+                          " output channels do not fit in out's " + std::to_string(out.shape(3)) + " channels");
+  return out.mutable_data() + offset;
+}
+
 FloatArray conv_packed(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
                        int pad_value, const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
-                       bool channels_last_out, const std::optional<FloatArray>& residual, const PostVectors& post) {
+                       bool channels_last_out, const std::optional<FloatArray>& residual, const PostVectors& post,
+                       std::optional<FloatArray> into = std::nullopt, int64_t channel_offset = 0) {
   const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
   const bnn::OutputTransform t = output_transform(s, scale, bias, residual, post);
-  FloatArray out = float_output(s, channels_last_out);
-  float* dst = out.mutable_data();
+  if (into && !channels_last_out) throw py::value_error("out needs channels_last_out=True");
+  FloatArray out = into ? *into : float_output(s, channels_last_out);
+  float* dst = into ? output_slice(s, out, channel_offset) : out.mutable_data();
+  const int64_t ld = into ? out.shape(3) : 0;
   {
     py::gil_scoped_release release;
-    bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global(), channels_last_out);
+    bnn::binary_conv2d(x, w, s, t, dst, bnn::ThreadPool::global(), channels_last_out, ld);
   }
   return out;
 }
@@ -296,29 +320,37 @@ PYBIND11_MODULE(_core, m) {
                             int pad_value, const std::optional<FloatArray>& scale,
                             const std::optional<FloatArray>& bias, bool channels_last_out,
                             const std::optional<FloatArray>& residual, std::optional<FloatArray> slope,
-                            std::optional<FloatArray> shift_in, std::optional<FloatArray> shift_out) {
+                            std::optional<FloatArray> shift_in, std::optional<FloatArray> shift_out,
+                            std::optional<std::pair<float, float>> clamp, std::optional<FloatArray> out,
+                            int64_t out_channel_offset) {
     return conv_packed(x, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual,
-                       {std::move(shift_in), std::move(slope), std::move(shift_out)});
+                       {std::move(shift_in), std::move(slope), std::move(shift_out), clamp}, std::move(out),
+                       out_channel_offset);
   }, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"),
         py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
-        py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(),
+        py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(), py::arg("clamp") = py::none(),
+        py::arg("out").noconvert() = py::none(), py::arg("out_channel_offset") = 0,
         "Output float32 NCHW [N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True. With "
         "channels_last_out, the epilogue also adds `residual` (float32 NHWC, the output's shape), then `shift_in`, "
         "applies PReLU with `slope` (y > 0 ? y : slope * y), then adds `shift_out` (each one per output channel; "
-        "the three together are RPReLU).");
+        "the three together are RPReLU), then clamps to `clamp` = (lo, hi) as torch.clamp (relu: (0, inf)). "
+        "With `out` (float32 C-contiguous NHWC [N, OH, OW, C], channels_last_out=True), writes channels "
+        "[out_channel_offset, out_channel_offset + O) of it instead of a new array, and returns it.");
   m.def("conv2d_packed_dual", [](const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
                                  int pad_value, const std::optional<FloatArray>& scale,
                                  const std::optional<FloatArray>& bias, const std::optional<FloatArray>& residual,
                                  std::optional<FloatArray> slope, Pair out_padding, std::optional<FloatArray> shift_in,
-                                 std::optional<FloatArray> shift_out, const std::optional<FloatArray>& out_shift) {
+                                 std::optional<FloatArray> shift_out, const std::optional<FloatArray>& out_shift,
+                                 std::optional<std::pair<float, float>> clamp) {
     return conv_packed_dual(x, w, stride, dilation, pad_value, scale, bias, residual,
-                            {std::move(shift_in), std::move(slope), std::move(shift_out)}, out_padding, out_shift);
+                            {std::move(shift_in), std::move(slope), std::move(shift_out), clamp}, out_padding, out_shift);
   }, py::arg("x"), py::arg("weights"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("residual") = py::none(), py::arg("slope") = py::none(), py::arg("out_padding") = Pair{0, 0},
         py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(), py::arg("out_shift") = py::none(),
-        "conv2d_packed's NHWC float output (channels_last_out=True, residual, shifts and slope as there) and, from "
+        py::arg("clamp") = py::none(),
+        "conv2d_packed's NHWC float output (channels_last_out=True, residual, shifts, slope and clamp as there) and, from "
         "the same pass, the PackedActivations pack_activations would make of it with padding out_padding (with "
         "`out_shift`, one per output channel: of the output + out_shift, as pack_activations' shift).");
   m.def("conv2d_packed_sign", &conv_packed_sign, py::arg("x"), py::arg("weights"), py::arg("stride"),
@@ -332,14 +364,15 @@ PYBIND11_MODULE(_core, m) {
                      const std::optional<FloatArray>& bias, bool channels_last_out,
                      const std::optional<FloatArray>& residual, std::optional<FloatArray> slope,
                      const std::optional<FloatArray>& input_shift, std::optional<FloatArray> shift_in,
-                     std::optional<FloatArray> shift_out) {
+                     std::optional<FloatArray> shift_out, std::optional<std::pair<float, float>> clamp) {
     auto packed = pack(x, channels_last, padding, input_shift);
     return conv_packed(*packed, w, stride, dilation, pad_value, scale, bias, channels_last_out, residual,
-                       {std::move(shift_in), std::move(slope), std::move(shift_out)});
+                       {std::move(shift_in), std::move(slope), std::move(shift_out), clamp});
   }, py::arg("x"), py::arg("channels_last"), py::arg("weights"), py::arg("stride"), py::arg("padding"),
      py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
      py::arg("channels_last_out") = false, py::arg("residual") = py::none(), py::arg("slope") = py::none(),
      py::arg("input_shift") = py::none(), py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(),
+     py::arg("clamp") = py::none(),
      "Pack (the signs of x, or of x + input_shift per input channel) and convolve. Output float32 NCHW "
      "[N, O, OH, OW], or NHWC [N, OH, OW, O] with channels_last_out=True; the epilogue as conv2d_packed's.");
 }

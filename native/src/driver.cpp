@@ -3,6 +3,7 @@
 // the active instruction set's conv_row over (image, output row, output-channel block) items on
 // the thread pool.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "checks.h"
@@ -76,13 +77,19 @@ PackedActivations sign_output(const ConvShape& s, int64_t out_ph, int64_t out_pw
 }  // namespace
 
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
-                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out) {
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out,
+                   int64_t out_pixel_stride) {
   if (t.sign_bits) invalid("binary_conv2d writes no sign bits (binary_conv2d_dual does)");
   if (t.sign_shift) invalid("binary_conv2d writes no sign bits, so takes no sign shift (binary_conv2d_dual does)");
   if (t.has_float_post_ops() && !channels_last_out)
-    invalid("a fused residual sum, PReLU or shift needs channels-last output");
+    invalid("a fused residual sum, activation or shift needs channels-last output");
+  if (out_pixel_stride != 0 && !channels_last_out) invalid("an output pixel stride needs channels-last output");
+  if (out_pixel_stride != 0 && out_pixel_stride < s.O)
+    invalid("the output pixel stride (" + std::to_string(out_pixel_stride) + ") must be at least O (" +
+            std::to_string(s.O) + ")");
   ConvJob job;
   job.t = t, job.out = out, job.channels_last_out = channels_last_out;
+  job.ld = out_pixel_stride != 0 ? out_pixel_stride : s.O;
   run_conv(x, w, s, job, pool);
 }
 
@@ -106,7 +113,7 @@ void binary_conv2d_dual(const PackedActivations& x, const PackedWeights& w, cons
   if (t.sign_bits) invalid("binary_conv2d_dual makes its own sign bits");
   PackedActivations made = sign_output(s, out_ph, out_pw);
   ConvJob job;
-  job.t = t, job.t.sign_bits = &made, job.out = out, job.channels_last_out = true;
+  job.t = t, job.t.sign_bits = &made, job.out = out, job.channels_last_out = true, job.ld = s.O;
   run_conv(x, w, s, job, pool);
   bits = std::move(made);
 }

@@ -12,9 +12,11 @@ namespace bnn {
 // The epilogue: per output channel y = acc * scale[o] + bias[o]; then, for float channels-last
 // output only, each step the separate op would do with the same float operations, in this order:
 // y = y + residual (a residual sum), y = y + shift_in[o], y = y > 0 ? y : slope[o] * y (PReLU),
-// y = y + shift_out[o] (the shifts and the PReLU together: ReActNet's RPReLU), and the packed
-// sign bits of y (or of y + sign_shift[o]: the next layer's RSign) as a second output. Every
-// pointer may be null (the step is skipped).
+// y = y + shift_out[o] (the shifts and the PReLU together: ReActNet's RPReLU), then with
+// `clamp`, y = y < lo ? lo : y and y = y > hi ? hi : y (torch's clamp, so relu as lo = 0, hi = inf,
+// and hardtanh: NaN and -0.0 pass through), and the packed sign bits of y (or of
+// y + sign_shift[o]: the next layer's RSign) as a second output. Every pointer may be null (the
+// step is skipped).
 struct OutputTransform {
   const float* scale = nullptr;      // 1
   const float* bias = nullptr;       // 0
@@ -22,12 +24,14 @@ struct OutputTransform {
   const float* slope = nullptr;      // [O]
   const float* shift_in = nullptr;   // [O]
   const float* shift_out = nullptr;  // [O]
+  bool clamp = false;
+  float clamp_lo = 0.0f, clamp_hi = 0.0f;
   // Set by binary_conv2d_dual only: also writes bit o of a pixel where !(y >= 0) (with
   // sign_shift: !(y + sign_shift[o] >= 0)), as binary_conv2d_sign does (its own border ph, pw;
   // border and tail bits zero).
   PackedActivations* sign_bits = nullptr;
   const float* sign_shift = nullptr;  // [O]
-  bool has_float_post_ops() const { return residual || shift_in || slope || shift_out; }
+  bool has_float_post_ops() const { return residual || shift_in || slope || shift_out || clamp; }
   bool has_post_ops() const { return has_float_post_ops() || sign_bits || sign_shift; }
 };
 
@@ -39,9 +43,13 @@ class ThreadPool;
 
 // out: float32 NCHW [N][O][OH][OW], or NHWC [N][OH][OW][O] with channels_last_out (then a
 // pixel's 16 channels of a block are contiguous and the epilogue needs no transpose). A residual
-// or slope needs channels_last_out; sign_bits must be null (binary_conv2d_dual sets it).
+// or any other float post-op needs channels_last_out; sign_bits must be null (binary_conv2d_dual
+// sets it). out_pixel_stride (channels_last_out only; 0 means O): the floats from one output
+// pixel to the next, >= O, so that `out` can be channels [c0, c0 + O) of a wider NHWC tensor (a
+// channel concat written in place; the residual keeps its own [N][OH][OW][O] layout).
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
-                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out = false);
+                   const OutputTransform& t, float* out, ThreadPool& pool, bool channels_last_out = false,
+                   int64_t out_pixel_stride = 0);
 
 // The same convolution with a binarised output: `out` becomes the next layer's packed
 // activations, [N][OH + 2*out_ph][OW + 2*out_pw][ceil(O / 64)] (border zero = +1), where bit o of

@@ -17,7 +17,8 @@ struct ConvJob {
   const ConvShape* s;
   OutputTransform t;
   float* out;
-  bool channels_last_out = false;  // out is NHWC [N][OH][OW][O] instead of NCHW
+  bool channels_last_out = false;  // out is NHWC [N][OH][OW][ld] instead of NCHW [N][O][OH][OW]
+  int64_t ld = 0;                  // channels_last_out: floats from one output pixel to the next (>= O)
   // Binarised output (binary_conv2d_sign) instead of `out`: packed activations with their own
   // border (ph, pw); an output-channel block writes its 16 bits as one u16 of a pixel's words.
   PackedActivations* out_bits = nullptr;

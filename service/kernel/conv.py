@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,12 @@ from .runtime import ensure_configured
 # ---- the raw call ------------------------------------------------------------------------
 
 
-def epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> dict[str, np.ndarray]:
+# The core's keyword arguments for one call's epilogue: per-channel float32 vectors, the residual,
+# the clamp's bounds.
+CoreArgs = dict[str, Any]
+
+
+def epilogue(scale: torch.Tensor | None, bias: torch.Tensor | None) -> CoreArgs:
     """scale/bias in the form the core takes (float32 numpy vectors)."""
     extra = {}
     if scale is not None:
@@ -61,7 +67,7 @@ def run_kernel(
     x: torch.Tensor,
     weights: PackedWeights,
     g: ConvGeometry,
-    extra: dict[str, np.ndarray],
+    extra: CoreArgs,
     channels_last_out: bool | None = None,
 ) -> torch.Tensor:
     """One call into the core: checks ``x`` against the weights and geometry, then convolves. The
@@ -280,8 +286,10 @@ class InferenceConv:
 
     The epilogue can also do what would follow the conv as separate ops, with the same float
     operations (so the same bits), while the output is in cache: a residual sum
-    (``conv(x, residual=r)`` is ``conv(x) + r``), a PReLU (:meth:`with_prelu`) or ReActNet's RPReLU
-    (:meth:`with_rprelu`); the output is then channels-last. The packing of a float input can
+    (``conv(x, residual=r)`` is ``conv(x) + r``), then one activation: a PReLU (:meth:`with_prelu`),
+    ReActNet's RPReLU (:meth:`with_rprelu`) or a clamp (:meth:`with_clamp`: ReLU, hardtanh, ReLU6);
+    the output is then channels-last, and :meth:`write_into` can put it in channels of a wider
+    tensor (a channel concat built in place). The packing of a float input can
     shift it first (:meth:`with_input_shift`: ReActNet's RSign before the conv), and the packed
     second output of :meth:`dual` can be of the output plus a shift (the next layer's RSign).
     """
@@ -324,6 +332,17 @@ class InferenceConv:
         conv._post = {"slope": slope.detach().to(torch.float32).expand(o).contiguous().numpy()}
         return conv
 
+    def with_clamp(self, lo: float, hi: float) -> InferenceConv:
+        """This layer followed by ``torch.clamp(·, lo, hi)``, computed in its epilogue: ``F.relu`` is
+        ``(0, inf)``, ``F.hardtanh(·, lo, hi)`` and ``F.relu6`` are clamps too (bit for bit: NaN and -0.0
+        pass through, and the bounds are rounded to float32 first, as torch does on float32 tensors)."""
+        lo, hi = float(np.float32(lo)), float(np.float32(hi))
+        if not lo <= hi:  # NaN included
+            raise ValueError(f"clamp needs lo <= hi, got ({lo}, {hi})")
+        conv = copy.copy(self)
+        conv._post = {"clamp": (lo, hi)}
+        return conv
+
     def with_rprelu(self, shift_in: torch.Tensor, slope: torch.Tensor, shift_out: torch.Tensor) -> InferenceConv:
         """This layer followed by ReActNet's RPReLU, ``F.prelu(y + shift_in, slope) + shift_out``
         (each one per output channel, broadcast over the image), computed in its epilogue."""
@@ -345,8 +364,9 @@ class InferenceConv:
         return conv
 
     @property
-    def has_prelu(self) -> bool:
-        return "slope" in self._post
+    def has_activation(self) -> bool:
+        """Whether an activation (PReLU, RPReLU or clamp) runs in the epilogue."""
+        return bool(self._post)
 
     @property
     def input_shift(self) -> torch.Tensor | None:
@@ -358,7 +378,7 @@ class InferenceConv:
         oh, ow = self.geometry.output_size(h, w, self.weights.kernel_size)
         return (n, self.weights.out_channels, oh, ow)
 
-    def _epilogue(self, residual: torch.Tensor | None) -> tuple[dict[str, np.ndarray], bool]:
+    def _epilogue(self, residual: torch.Tensor | None) -> tuple[CoreArgs, bool]:
         """The core's epilogue arguments for one call, and whether they need channels-last output."""
         if not self._post and residual is None:
             return self._extra, False
@@ -388,7 +408,8 @@ class InferenceConv:
         self.geometry = g
         self.stride, self.padding, self.dilation, self.pad_value = g.stride, g.padding, g.dilation, g.pad_value
         self._extra = epilogue(scale, bias)
-        self._post: dict[str, np.ndarray] = {}  # a PReLU or RPReLU in the epilogue (with_prelu, with_rprelu)
+        # the activation in the epilogue: with_prelu, with_rprelu, with_clamp
+        self._post: CoreArgs = {}
         self._input_shift: np.ndarray | None = None  # sign(x + shift) packed (with_input_shift)
 
     def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -411,6 +432,37 @@ class InferenceConv:
                 raise ValueError("a layer that shifts its input takes a float32 tensor")
             extra = {**extra, "input_shift": self._input_shift}
         return run_kernel(x, self.weights, self.geometry, extra, True if nhwc else None)
+
+    def write_into(
+        self,
+        x: torch.Tensor | PackedActivations,
+        out: torch.Tensor,
+        channel_offset: int,
+        residual: torch.Tensor | None = None,
+    ) -> None:
+        """Writes ``self(x, residual)`` into channels ``[channel_offset, channel_offset + O)`` of
+        ``out``, a float32 channels-last tensor [N, C, OH, OW] (the other channels untouched): the
+        parts of ``torch.cat(..., dim=1)`` written in place, with no copy."""
+        check_float_tensor(out, "out", 4)
+        if out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
+            raise ValueError("out must be a float32 channels-last tensor")
+        n, o, oh, ow = self.output_shape(x)
+        if (out.shape[0], out.shape[2], out.shape[3]) != (n, oh, ow):
+            raise ValueError(f"out has shape {tuple(out.shape)}, the output is [{n}, {o}, {oh}, {ow}]")
+        extra, _ = self._epilogue(residual)
+        x = self._packed_input(x)
+        ensure_configured()
+        _core.conv2d_packed(
+            x,
+            self.weights,
+            self.stride,
+            self.dilation,
+            self.pad_value,
+            channels_last_out=True,
+            out=out.detach().numpy().transpose(0, 2, 3, 1),
+            out_channel_offset=channel_offset,
+            **extra,
+        )
 
     def dual(
         self,
@@ -444,7 +496,7 @@ class InferenceConv:
         """``pack_activations(sign(self(x)), out_padding)`` bit for bit, computed without the float
         output: the epilogue writes the next binary layer's packed input directly."""
         if self._post:
-            raise ValueError("sign_packed: a layer with a PReLU or RPReLU epilogue writes floats (use dual)")
+            raise ValueError("sign_packed: a layer with an activation in its epilogue writes floats (use dual)")
         out_padding = pair(out_padding, "out_padding", 0)
         x = self._packed_input(x)
         ensure_configured()

@@ -7,10 +7,15 @@ then; the functions only compute.
 The executor then chooses fusions from the graph, each bit for bit the unfused graph (the same
 float operations in the same order; ``Executor.fusions`` and ``LoadedModel.summary()`` list them):
 
-- **epilogue**: a binary conv whose only reader is a residual ``add``, and that add's only reader a
-  ``prelu`` or ``rprelu`` (optional), run as one kernel call that does the sum and the activation
-  in the conv's epilogue, on the output while it is in cache (no separate pass, no intermediate
-  tensors);
+- **epilogue**: a binary conv whose only reader is a residual ``add`` (optional), and that add's
+  (or the conv's) only reader an activation (``prelu``, ``rprelu``, ``relu``, ``hardtanh``;
+  optional), run as one kernel call that does the sum and the activation in the conv's epilogue,
+  on the output while it is in cache (no separate pass, no intermediate tensors);
+- **concat in place**: binary conv steps (each with its residual sum, if any) read only by one
+  channel ``concat``, and that concat's only reader an activation (optional), run as one step:
+  each conv writes its channels of the concat's output from its epilogue, with its channels' share
+  of the activation's parameters (ReActNet-A's doubled 1x1 halves and their RPReLU: no concat copy,
+  no separate activation pass);
 - **packed output**: a binary conv read only by binary convs (directly or through ``sign``) writes
   their packed input and no floats (``packed_outputs``);
 - **dual output**: a binary conv (fused or not) read by binary convs and by float ops writes its
@@ -57,6 +62,8 @@ class _Step:
     nodes: tuple[str, ...]  # the graph nodes it computes (several: a fusion)
     dual: bool = False  # fn returns (floats, packed bits); the bits are the value name + PACKED
     head: int = 0  # how many of ``nodes`` have the step's input's shape (an rsign before a conv, a relu prologue)
+    # nodes whose output has the step's shape but another channel count (the parts of a concat)
+    channels: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -68,6 +75,8 @@ class _Plan:
     nodes: tuple[str, ...]
     dual: bool = False
     head: int = 0
+    x_slots: tuple[int, ...] = (0,)  # which inputs are binary convs' inputs (a concat step has several)
+    channels: tuple[tuple[str, int], ...] = ()
 
 
 def _identity(x: Any) -> Any:
@@ -76,35 +85,84 @@ def _identity(x: Any) -> Any:
 
 @dataclass(frozen=True)
 class _ConvEpilogue:
-    """A binary conv with the residual sum (and PReLU) that followed it fused into its epilogue;
-    where a residual does not fit the fused path (another shape or dtype: torch would broadcast
-    or promote) it runs the separate ops instead. With ``out_padding``, a dual output."""
+    """A binary conv with the residual sum (and activation) that followed it fused into its
+    epilogue; where a residual does not fit the fused path (another shape or dtype: torch would
+    broadcast or promote) it runs the separate ops instead. With ``out_padding``, a dual output."""
 
-    fused: InferenceConv  # with the PReLU slope, if any
+    fused: InferenceConv  # with the activation, if any
     conv: InferenceConv
     add: Fn
     conv_first: bool  # add(conv, residual), not add(residual, conv)
-    prelu: Fn | None  # the activation's own function (prelu or rprelu)
+    act: Fn | None  # the activation's own function (prelu, rprelu, relu, hardtanh)
     out_padding: tuple[int, int] | None = None
     out_shift: torch.Tensor | None = None  # the dual output's bits are of y + out_shift
 
-    def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor) -> Any:
-        if (
+    def fits(self, x: torch.Tensor | PackedActivations, residual: Any) -> bool:
+        return (
             isinstance(residual, torch.Tensor)
             and residual.dtype == torch.float32
             and tuple(residual.shape) == self.conv.output_shape(x)
-        ):
+        )
+
+    def __call__(self, x: torch.Tensor | PackedActivations, residual: torch.Tensor) -> Any:
+        if self.fits(x, residual):
             if self.out_padding is None:
                 return self.fused(x, residual)
             return self.fused.dual(x, self.out_padding, residual, self.out_shift)
-        y = self.conv(x)
-        y = self.add(y, residual) if self.conv_first else self.add(residual, y)
-        if self.prelu is not None:
-            y = self.prelu(y)
+        y = self.unfused(x, residual)
+        if self.act is not None:
+            y = self.act(y)
         return y if self.out_padding is None else (y, pack_activations(y, self.out_padding, self.out_shift))
+
+    def unfused(self, x: torch.Tensor | PackedActivations, residual: Any) -> Any:
+        """The conv and the sum as separate ops (no activation)."""
+        y = self.conv(x)
+        return self.add(y, residual) if self.conv_first else self.add(residual, y)
 
     def with_input_shift(self, shift: torch.Tensor) -> _ConvEpilogue:
         return replace(self, fused=self.fused.with_input_shift(shift), conv=self.conv.with_input_shift(shift))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One input of a concat built in place: a binary conv (``fused``: with its channels' share of
+    the activation after the concat) and, for a residual sum, its ``_ConvEpilogue``."""
+
+    fused: InferenceConv
+    step: InferenceConv | _ConvEpilogue  # the step as it was, with no activation
+    inputs: int  # 1 (x) or 2 (x, residual)
+
+
+@dataclass(frozen=True)
+class _ConcatEpilogue:
+    """A channel concat of binary conv steps (then an activation, optional) as one step: each conv
+    writes its channels of the output from its epilogue. Where an input does not fit (a residual
+    of another shape or dtype, parts of different image sizes) it runs the separate ops."""
+
+    parts: tuple[_Part, ...]
+    cat: Fn  # the concat node's function
+    act: Fn | None
+
+    def __call__(self, *args: Any) -> Any:
+        split, at = [], 0
+        for part in self.parts:
+            split.append(args[at : at + part.inputs])
+            at += part.inputs
+        shapes = [part.fused.output_shape(a[0]) for part, a in zip(self.parts, split)]
+        n, _, oh, ow = shapes[0]
+        fits = all(s[0] == n and s[2:] == (oh, ow) for s in shapes) and all(
+            part.inputs == 1 or part.step.fits(*a)  # type: ignore[union-attr]
+            for part, a in zip(self.parts, split)
+        )
+        if not fits:
+            y = self.cat(*(part.step(*a) for part, a in zip(self.parts, split)))
+            return y if self.act is None else self.act(y)
+        out = torch.empty((n, sum(s[1] for s in shapes), oh, ow), memory_format=torch.channels_last)
+        offset = 0
+        for part, a, s in zip(self.parts, split, shapes):
+            part.fused.write_into(a[0], out, offset, *a[1:])
+            offset += s[1]
+        return out
 
 
 class _Readers:
@@ -172,9 +230,13 @@ class _Readers:
         return paddings
 
 
-def _activation_epilogue(conv: InferenceConv, epilogue: Epilogue) -> InferenceConv | None:
+def _activation_epilogue(conv: InferenceConv, epilogue: Epilogue | None) -> InferenceConv | None:
     """``conv`` with the activation ``epilogue`` describes in its epilogue, or None where it cannot
     take it (not an activation, or parameters for another channel count)."""
+    if epilogue is None:
+        return None
+    if epilogue.kind == "clamp" and epilogue.lo is not None and epilogue.hi is not None:
+        return conv.with_clamp(epilogue.lo, epilogue.hi)
     o = conv.weights.out_channels
     if epilogue.kind == "prelu" and epilogue.slope is not None and epilogue.slope.shape[0] in (1, o):
         return conv.with_prelu(epilogue.slope)
@@ -186,31 +248,97 @@ def _activation_epilogue(conv: InferenceConv, epilogue: Epilogue) -> InferenceCo
 
 
 def _fuse_epilogues(nodes: list[Node], built: dict[str, Built], readers: _Readers, plans: dict[str, _Plan]) -> None:
-    """Binary conv -> residual add (-> prelu) chains become one step at the last node's place."""
+    """Binary conv -> residual add -> activation chains (the add or the activation optional) become
+    one step at the last node's place."""
     for node in nodes:
         conv = built[node.name].fn
-        if not isinstance(conv, InferenceConv):
+        if not isinstance(conv, InferenceConv) or plans[node.name].nodes != (node.name,):
             continue
         add = readers.only(node.name)
+        if add is not None and (plans.get(add.name) is None or plans[add.name].nodes != (add.name,)):
+            add = None  # another conv took it
         add_epilogue = built[add.name].epilogue if add is not None else None
-        own = plans.get(add.name) if add is not None else None  # None, or a group: another conv took it
-        if add is None or own is None or own.nodes != (add.name,):
-            continue
         if add_epilogue is None or add_epilogue.kind != "residual":
+            add = None
+        last = add.name if add is not None else node.name
+        act = readers.only(last)
+        with_act = _activation_epilogue(conv, built[act.name].epilogue) if act is not None else None
+        if add is None and with_act is None:
             continue
-        members, fused, prelu = [node.name, add.name], conv, None
-        act = readers.only(add.name)
+        act_name = act.name if act is not None and with_act is not None else None
+        members = [node.name, *([add.name] if add is not None else []), *([act_name] if act_name else [])]
+        fn: Fn
+        if add is None:
+            assert with_act is not None
+            fn, inputs = with_act, list(node.inputs)
+        else:
+            conv_first = add.inputs[0] == node.name
+            residual = add.inputs[1] if conv_first else add.inputs[0]
+            act_fn = built[act_name].fn if act_name else None
+            fn = _ConvEpilogue(with_act or conv, conv, built[add.name].fn, conv_first, act_fn)
+            inputs = [*node.inputs, residual]
+        for member in members:
+            del plans[member]
+        plans[members[-1]] = _Plan(fn, inputs, tuple(members))
+
+
+def _fuse_concats(nodes: list[Node], built: dict[str, Built], readers: _Readers, plans: dict[str, _Plan]) -> None:
+    """Channel concats of binary conv steps (each read only by the concat, with no activation of its
+    own), and the activation after the concat, become one step that writes the concat in place."""
+    owner = {member: key for key, plan in plans.items() for member in plan.nodes}
+    for node in nodes:
+        epilogue = built[node.name].epilogue
+        if epilogue is None or epilogue.kind != "concat" or plans.get(node.name) is None:
+            continue
+        keys = [owner.get(ref) for ref in node.inputs]
+        if len(set(node.inputs)) != len(node.inputs) or any(key != ref for key, ref in zip(keys, node.inputs)):
+            continue  # an input twice, the graph input, or an input some step computes midway
+        found = [plans.get(ref) for ref in node.inputs]
+        steps = [step for step in found if step is not None and _plain_conv_step(step)]
+        if len(steps) != len(found) or any(readers.only(ref) is not node for ref in node.inputs):
+            continue
+        convs = [_conv_of(step.fn) for step in steps]
+        widths = [conv.weights.out_channels for conv in convs]
+        total = sum(widths)
+        act = readers.only(node.name)
         act_epilogue = built[act.name].epilogue if act is not None else None
-        if act is not None and act_epilogue is not None:
-            with_act = _activation_epilogue(conv, act_epilogue)
-            if with_act is not None:
-                fused, prelu = with_act, built[act.name].fn
-                members.append(act.name)
-        conv_first = add.inputs[0] == node.name
-        residual = add.inputs[1] if conv_first else add.inputs[0]
-        fn = _ConvEpilogue(fused, conv, built[add.name].fn, conv_first, prelu)
-        del plans[node.name], plans[add.name]
-        plans[members[-1]] = _Plan(fn, [*node.inputs, residual], tuple(members))
+        shares: list[InferenceConv] | None = None
+        if act is not None and act_epilogue is not None and act_epilogue.is_activation:
+            starts = [sum(widths[:i]) for i in range(len(widths))]
+            cuts = [act_epilogue.channels(a, a + w, total) for a, w in zip(starts, widths)]
+            made = [_activation_epilogue(conv, cut) for conv, cut in zip(convs, cuts)]
+            if all(m is not None for m in made):
+                shares = made  # type: ignore[assignment]
+        parts = tuple(
+            _Part(fused, step.fn, len(step.inputs))  # type: ignore[arg-type]
+            for fused, step in zip(shares or convs, steps)
+        )
+        members = [*(m for step in steps for m in step.nodes), node.name, *([act.name] if shares and act else [])]
+        inputs = [ref for step in steps for ref in step.inputs]
+        x_slots = tuple(sum(len(step.inputs) for step in steps[:i]) for i in range(len(steps)))
+        channels = tuple((m, w) for step, w in zip(steps, widths) for m in step.nodes)
+        fn = _ConcatEpilogue(parts, built[node.name].fn, built[act.name].fn if shares and act else None)
+        for member in dict.fromkeys([*node.inputs, *members]):
+            plans.pop(member, None)
+        plans[members[-1]] = _Plan(fn, inputs, tuple(members), x_slots=x_slots, channels=channels)
+
+
+def _conv_of(fn: Fn) -> InferenceConv:
+    """The binary conv of a conv step (``_plain_conv_step``)."""
+    if isinstance(fn, _ConvEpilogue):
+        return fn.conv
+    assert isinstance(fn, InferenceConv)
+    return fn
+
+
+def _plain_conv_step(plan: _Plan) -> bool:
+    """A binary conv step (with a residual sum or not) with no activation and nothing fused ahead."""
+    fn = plan.fn
+    if plan.head or plan.dual:
+        return False
+    if isinstance(fn, InferenceConv):
+        return not fn.has_activation
+    return isinstance(fn, _ConvEpilogue) and fn.act is None
 
 
 def _fuse_relu_prologues(
@@ -287,7 +415,7 @@ def _fuse_packed_outputs(
             continue
         (out_padding,) = paddings
         out_shift = next(iter(shifts.values())) if shifts else None
-        if not floats and out_shift is None and isinstance(fn, InferenceConv):
+        if not floats and out_shift is None and isinstance(fn, InferenceConv) and not fn.has_activation:
             plan.fn = lambda x, conv=fn, p=out_padding: conv.sign_packed(x, p)
             packed.append(name)
         else:
@@ -297,10 +425,13 @@ def _fuse_packed_outputs(
                 plan.fn = replace(fn, out_padding=out_padding, out_shift=out_shift)
             plan.dual = True
             dual.append(name)
-            # the binary readers (and the sign nodes between) take the bits; a binary conv's
-            # input is its step's first (a fused step's second input is the residual)
+            # the binary readers (and the sign nodes between) take the bits, in their steps'
+            # binary-input slots (a fused step's second input is the residual)
             for reader in direct:
-                plans[owner[reader]].inputs[0] = name + PACKED
+                reading = plans[owner[reader]]
+                for slot in reading.x_slots:
+                    if reading.inputs[slot] == name:
+                        reading.inputs[slot] = name + PACKED
         for sign_name in signs:
             plans[sign_name].fn = _identity
         for rsign in shifts:
@@ -355,6 +486,7 @@ class Executor:
         if fuse:
             readers = _Readers(nodes, output, built)
             _fuse_epilogues(nodes, built, readers, plans)
+            _fuse_concats(nodes, built, readers, plans)
             _fuse_input_shifts(nodes, readers, plans, sign_shifts)
             packed, dual = _fuse_packed_outputs(readers, plans, sign_shifts)
             _fuse_packing_steps(readers, plans, sign_shifts)
@@ -374,6 +506,7 @@ class Executor:
                 plan.nodes,
                 plan.dual,
                 plan.head,
+                plan.channels,
             )
             for i, (name, plan) in enumerate(order)
         ]
@@ -407,6 +540,8 @@ class Executor:
             if record_shapes is not None:
                 for node in step.nodes[step.head :]:  # the rest are elementwise after the head: one shape
                     record_shapes[node] = list(out.shape)
+                for node, channels in step.channels:  # a concat's parts
+                    record_shapes[node][1] = channels
             for r in step.release:
                 del values[r]
         return values[self.output]

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.kernel import InferenceConv, binary_conv2d, pack_activations, pack_weights, sign
+from tests.bits import same_bits
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,12 +90,6 @@ def test_packed_input_must_fit_the_layer():
     with pytest.raises(ValueError, match="out_padding"):
         conv.sign_packed(torch.randn(1, 8, 5, 5), -1)
 
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal bit for bit (so +0.0 != -0.0), NaN in the same places (any NaN)."""
-    nan = a.isnan()
-    bits_a, bits_b = (t.masked_fill(nan, 0.0).contiguous().view(torch.int32) for t in (a, b))
-    return torch.equal(nan, b.isnan()) and torch.equal(bits_a, bits_b)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

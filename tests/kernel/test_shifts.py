@@ -11,13 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.kernel import InferenceConv, available_isas, pack_activations, pack_weights, sign, use_isa
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal bit for bit (so +0.0 != -0.0), NaN in the same places (any NaN)."""
-    nan = a.isnan()
-    bits_a, bits_b = (t.masked_fill(nan, 0.0).contiguous().view(torch.int32) for t in (a, b))
-    return torch.equal(nan, b.isnan()) and torch.equal(bits_a, bits_b)
+from tests.bits import same_bits
 
 
 def _channel(v: torch.Tensor) -> torch.Tensor:

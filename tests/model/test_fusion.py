@@ -1,6 +1,6 @@
-"""The executor's fusions (a binary conv's residual sum and PReLU in its epilogue; packed and dual
-outputs) give bit for bit the unfused graph's output, and the PyTorch model's, on chains, branches
-and residual blocks; the model summary lists them."""
+"""The executor's fusions (a binary conv's residual sum and activation in its epilogue; channel
+concats written in place; packed and dual outputs) give bit for bit the unfused graph's output, and
+the PyTorch model's, on chains, branches and residual blocks; the model summary lists them."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ class TwoConvSum(nn.Module):
 
 class StemNet(nn.Module):
     """Bi-Real's stem (conv, BN, ReLU, max pool: the relu fused into the pooling), one block, and a
-    second ReLU read twice (by a max pool and by the sum: not fused)."""
+    second ReLU read twice (by a max pool and by the sum: in the block's epilogue, as the sum's only
+    reader)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,6 +116,61 @@ class StemNet(nn.Module):
     def forward(self, x):
         y = self.relu(self.block(self.stem(x)))
         return self.head(self.pool(y) + y)
+
+
+class Clamps(nn.Module):
+    """Activations with no residual sum: binary conv -> hardtanh read only by a binary conv (a dual
+    output, not a packed one: the bits are of the clamped values), binary conv -> relu, and a
+    residual sum -> ReLU6 (a clamp to [0, 6])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.a = BinaryConv2d(16, 24, 3, padding=1, scale=True)
+        self.bn_a = nn.BatchNorm2d(24)
+        self.ht = nn.Hardtanh(-0.5, 0.25)
+        self.b = BinaryConv2d(24, 16, 3, padding=1, pad_value=1)
+        self.bn_b = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()
+        self.c = BinaryConv2d(16, 16, 1)
+        self.relu6 = nn.ReLU6()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.relu(self.bn_b(self.b(self.ht(self.bn_a(self.a(x))))))
+        return self.head(self.relu6(self.c(y) + y))
+
+
+class Doubled(nn.Module):
+    """ReActNet-A's doubling block's second half: cat(bn(conv a) + x, bn(conv b) + x) -> an
+    activation over the concat (RPReLU, a single-slope PReLU, per-channel PReLU); then a concat with
+    no activation after it, and a concat of a binary and a float conv (not written in place)."""
+
+    def __init__(self, act: str) -> None:
+        super().__init__()
+        from service.model.layers import RPReLU, RSign
+
+        c = 20
+        self.stem = nn.Conv2d(3, c, 1)
+        self.rsign = RSign(c)
+        self.a = BinaryConv2d(c, c, 1, scale=True)
+        self.bn_a = nn.BatchNorm2d(c)
+        self.b = BinaryConv2d(c, c, 1, scale=True)
+        self.bn_b = nn.BatchNorm2d(c)
+        self.act = {"rprelu": lambda: RPReLU(2 * c), "prelu1": nn.PReLU, "prelu": lambda: nn.PReLU(2 * c)}[act]()
+        self.c = BinaryConv2d(2 * c, 8, 3, padding=1)
+        self.d = BinaryConv2d(2 * c, 8, 3, stride=1, padding=1, bias=True)
+        self.e = BinaryConv2d(16, 8, 1)
+        self.f = nn.Conv2d(16, 8, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        x = self.stem(x)
+        s = self.rsign(x)
+        y = self.act(torch.cat([self.bn_a(self.a(s)) + x, self.bn_b(self.b(s)) + x], dim=1))
+        z = torch.cat([self.c(y), self.d(y)], dim=1)
+        return self.head(torch.cat([self.e(z), self.f(z)], dim=1))
 
 
 def shipped_like() -> nn.Module:
@@ -150,7 +206,19 @@ MODELS = {
         ("add", "add_1", "add_2"),
     ),
     "broadcast": (BroadcastResidual, {"act": ["conv", "add", "act"]}, ()),
-    "stem": (StemNet, {"stem.3": ["stem.2", "stem.3"], "add": ["block.conv", "add"]}, ()),
+    "stem": (StemNet, {"stem.3": ["stem.2", "stem.3"], "relu": ["block.conv", "add", "relu"]}, ()),
+    "clamps": (Clamps, {"ht": ["a", "ht"], "relu": ["b", "relu"], "relu6": ["c", "add", "relu6"]}, ("ht", "relu")),
+    **{
+        f"doubled_{act}": (
+            lambda act=act: Doubled(act),
+            {
+                "act": ["a", "add", "b", "add_1", "cat", "act"],
+                "cat_1": ["c", "d", "cat_1"],
+            },
+            (),
+        )
+        for act in ("rprelu", "prelu1", "prelu")
+    },
     "two_convs": (TwoConvSum, {"act": ["a", "add", "act"]}, ()),
 }
 

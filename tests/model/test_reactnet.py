@@ -115,15 +115,23 @@ def test_summary_lists_the_fusions(reactnet):
     assert packing == {f"blocks.{i}.rsign3" for i in (0, 1, 2, 4, 6, 12)}
     assert all(summary["sign_shifts"][k].startswith("dual output of ") for k in set(rsigns) - packing)
     # every block's first RPReLU is in its 3x3 conv's epilogue, with the residual sum; the second
-    # where the block keeps its channels (else the sum sits behind a concat)
+    # in its 1x1 conv's, or where the block doubles its channels, in both halves' epilogues, which
+    # write the concat in place
     fused_acts = {step for step, members in summary["fusions"].items() if members[-1].endswith("rprelu1")}
     assert fused_acts == {f"blocks.{i}.rprelu1" for i in range(13)}
     assert summary["fusions"]["blocks.3.rprelu1"] == ["blocks.3.conv3", "add_8", "blocks.3.rprelu1"]
     assert summary["fusions"]["blocks.0.rprelu1"] == ["blocks.0.rsign3", "blocks.0.conv3", "add", "blocks.0.rprelu1"]
-    assert {f"blocks.{i}.rprelu2" for i in (2, 4, 6, 7, 8, 9, 10, 12)} <= set(summary["fusions"])
+    assert {f"blocks.{i}.rprelu2" for i in range(13)} <= set(summary["fusions"])
+    assert summary["fusions"]["blocks.2.rprelu2"] == ["blocks.2.conv1", "add_7", "blocks.2.rprelu2"]
+    assert summary["fusions"]["blocks.0.rprelu2"] == [
+        *("blocks.0.conv1a", "add_1", "blocks.0.conv1b", "add_2"),
+        *("cat", "blocks.0.rprelu2"),
+    ]
+    assert len(loaded.executor.steps) == 54
     assert all("output_shape" in layer for layer in summary["layers"])
     shapes = {layer["name"]: layer["output_shape"] for layer in summary["layers"]}
     assert shapes["blocks.0.rsign3"] == [1, 4, 16, 16] and shapes["blocks.12.rprelu2"] == [1, 128, 1, 1]
+    assert shapes["blocks.0.conv1b"] == shapes["add_2"] == [1, 4, 16, 16] and shapes["cat"] == [1, 8, 16, 16]
     assert unfused.fusions == {} and unfused.sign_shifts == {} and unfused.dual_outputs == ()
 
 

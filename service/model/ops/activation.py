@@ -33,7 +33,8 @@ register(
     OpSpec(
         "relu",
         NoAttrs,
-        lambda b: Built(F.relu),
+        # the function itself, not a wrapper: the executor's relu prologue recognises it
+        lambda b: Built(F.relu, epilogue=Epilogue("clamp", lo=0.0, hi=float("inf"))),
         modules={nn.ReLU: lambda m: Exported(NoAttrs())},
         functions=(F.relu, torch.relu),
         methods=("relu",),
@@ -57,7 +58,7 @@ class HardtanhAttrs(Attrs):
 
 def _build_hardtanh(b: Build[HardtanhAttrs]) -> Built:
     lo, hi = b.attrs.min_val, b.attrs.max_val
-    return Built(lambda x: F.hardtanh(x, lo, hi))
+    return Built(lambda x: F.hardtanh(x, lo, hi), epilogue=Epilogue("clamp", lo=lo, hi=hi))
 
 
 def _hardtanh_call(call: Call) -> Exported:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Generic, Self, TypeVar
 
 import torch
@@ -164,13 +164,36 @@ class Build(Generic[A]):
 class Epilogue:
     """What a binary conv's epilogue can do in place of this op when the op reads the conv's
     output (``graph`` chooses the fusion): ``"residual"``, the sum of the conv and another
-    tensor; ``"prelu"``, PReLU with ``slope`` (1 value, or 1 per channel); ``"rprelu"``,
-    ``prelu(x + shift_in, slope) + shift_out`` (each 1 per channel)."""
+    tensor; ``"concat"``, a channel concatenation (each conv writes its channels of the result);
+    the activations ``"prelu"``, PReLU with ``slope`` (1 value, or 1 per channel), ``"rprelu"``,
+    ``prelu(x + shift_in, slope) + shift_out`` (each 1 per channel), and ``"clamp"``,
+    ``torch.clamp(x, lo, hi)`` (ReLU, hardtanh)."""
 
     kind: str
     slope: torch.Tensor | None = None
     shift_in: torch.Tensor | None = None
     shift_out: torch.Tensor | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def is_activation(self) -> bool:
+        return self.kind in ("prelu", "rprelu", "clamp")
+
+    def channels(self, start: int, stop: int, total: int) -> Epilogue | None:
+        """This activation on channels ``[start, stop)`` of a ``total``-channel tensor (its
+        per-channel parameters cut to them), or None where its parameters do not have one value
+        per channel of ``total`` (a single PReLU slope is kept whole)."""
+        cut: dict[str, torch.Tensor | None] = {}
+        for name in ("slope", "shift_in", "shift_out"):
+            v = getattr(self, name)
+            if v is None or (name == "slope" and self.kind == "prelu" and v.shape == (1,)):
+                cut[name] = v
+            elif v.shape == (total,):
+                cut[name] = v[start:stop]
+            else:
+                return None
+        return replace(self, slope=cut["slope"], shift_in=cut["shift_in"], shift_out=cut["shift_out"])
 
 
 @dataclass(frozen=True)

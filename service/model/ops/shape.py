@@ -8,7 +8,18 @@ import torch.nn.functional as F
 from pydantic import StrictInt
 from torch import nn
 
-from .registry import Attrs, Build, Built, Call, Exported, ExportError, OpSpec, register, register_passthrough
+from .registry import (
+    Attrs,
+    Build,
+    Built,
+    Call,
+    Epilogue,
+    Exported,
+    ExportError,
+    OpSpec,
+    register,
+    register_passthrough,
+)
 
 
 class FlattenAttrs(Attrs):
@@ -44,7 +55,8 @@ class ConcatAttrs(Attrs):
 
 def _build_concat(b: Build[ConcatAttrs]) -> Built:
     dim = b.attrs.dim
-    return Built(lambda x, y: torch.cat([x, y], dim))
+    # along dim 1 (or -3) of two binary convs' NCHW outputs: channels each conv's epilogue can write
+    return Built(lambda x, y: torch.cat([x, y], dim), epilogue=Epilogue("concat") if dim in (1, -3) else None)
 
 
 def _concat_call(call: Call) -> Exported:
