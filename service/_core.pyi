@@ -55,6 +55,8 @@ class PackedWeights:
     def nbytes(self) -> int: ...
 
 class PackedActivations:
+    @staticmethod
+    def blank(n: int, c: int, h: int, w: int, padding: tuple[int, int]) -> PackedActivations: ...
     @property
     def shape(self) -> list[int]: ...
     @property
@@ -99,6 +101,24 @@ def conv2d_packed_dual(
     out_shift: _FloatArray | None = None,
     clamp: tuple[float, float] | None = None,
 ) -> tuple[_FloatArray, PackedActivations]: ...
+def conv2d_packed_dual_into(
+    x: PackedActivations,
+    weights: PackedWeights,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+    out: _FloatArray,
+    bits: PackedActivations,
+    out_channel_offset: int,
+    scale: _FloatArray | None = None,
+    bias: _FloatArray | None = None,
+    residual: _FloatArray | None = None,
+    slope: _FloatArray | None = None,
+    shift_in: _FloatArray | None = None,
+    shift_out: _FloatArray | None = None,
+    out_shift: _FloatArray | None = None,
+    clamp: tuple[float, float] | None = None,
+) -> None: ...
 def conv2d_packed_sign(
     x: PackedActivations,
     weights: PackedWeights,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "activations.h"
+#include "checks.h"
 #include "geometry.h"
 #include "kernels.h"
 #include "thread_pool.h"
@@ -107,6 +108,17 @@ void pack_into(const float* x, bool channels_last, const float* shift, PackedAct
 }
 
 }  // namespace
+
+PackedActivations blank_activations(int64_t N, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw) {
+  require_geometry("padding height", ph, 0);
+  require_geometry("padding width", pw, 0);
+  PackedActivations a;
+  a.N = N, a.C = C, a.H = H, a.W = W, a.ph = ph, a.pw = pw;
+  a.words = words_for(C);
+  check_buffer("packed activations", {a.N, a.Hp(), a.Wp(), a.words}, sizeof(uint64_t));
+  a.data = WordBuffer(static_cast<size_t>(a.N * a.Hp() * a.Wp() * a.words));
+  return a;
+}
 
 void pack_activations(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last,
                       int64_t ph, int64_t pw, PackedActivations& out, ThreadPool& pool, const float* shift) {

@@ -16,6 +16,11 @@ class PackedActivations {
   WordBuffer data;
 };
 
+// All-zero packed activations (every value +1, border and tail bits zero) of [N][C][H][W] with
+// border (ph, pw): what a convolution's packed output starts as. Throws std::invalid_argument for a
+// negative border or a size past the buffer bounds (checks.h).
+PackedActivations blank_activations(int64_t N, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw);
+
 // x is float32, NCHW contiguous (channels_last=false) or NHWC contiguous (channels_last=true).
 // With `shift` (float32 [C]), packs the signs of x + shift[c] instead (ReActNet's RSign: the same
 // float sum as torch's x + shift, then the same bits). Throws std::invalid_argument for a shape

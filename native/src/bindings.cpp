@@ -168,6 +168,22 @@ std::pair<FloatArray, std::shared_ptr<PackedActivations>> conv_packed_dual(
   return {out, bits};
 }
 
+// The dual output into parts of a concat: channels [out_offset, out_offset + O) of `out` and of `bits`.
+void conv_packed_dual_into(const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                           int pad_value, const std::optional<FloatArray>& scale,
+                           const std::optional<FloatArray>& bias, const std::optional<FloatArray>& residual,
+                           const PostVectors& post, const std::optional<FloatArray>& out_shift, FloatArray out,
+                           PackedActivations& bits, int64_t out_offset) {
+  const ConvShape s = conv_shape(x, w, stride, dilation, pad_value);
+  bnn::OutputTransform t = output_transform(s, scale, bias, residual, post);
+  t.sign_shift = optional_vector(out_shift, s.O, "out_shift");
+  float* dst = output_slice(s, out, out_offset);
+  const int64_t ld = out.shape(3);
+  if (bits.C != ld) throw py::value_error("bits must have out's " + std::to_string(ld) + " channels");
+  py::gil_scoped_release release;
+  bnn::binary_conv2d_dual_into(x, w, s, t, dst, ld, bits, out_offset, bnn::ThreadPool::global());
+}
+
 std::shared_ptr<PackedActivations> conv_packed_sign(const PackedActivations& x, const PackedWeights& w, Pair stride,
                                                     Pair dilation, int pad_value, const std::optional<FloatArray>& scale,
                                                     const std::optional<FloatArray>& bias, Pair out_padding) {
@@ -302,6 +318,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("nbytes", [](const PackedWeights& w) { return w.O * w.KH * w.KW * w.words * 8; });
 
   py::class_<PackedActivations, std::shared_ptr<PackedActivations>>(m, "PackedActivations")
+      .def_static("blank", [](int64_t n, int64_t c, int64_t h, int64_t w, Pair padding) {
+        for (auto [name, v] : {std::pair{"batch", n}, {"channels", c}, {"height", h}, {"width", w}})
+          bnn::require_positive(name, v);
+        return std::make_shared<PackedActivations>(bnn::blank_activations(n, c, h, w, padding.first, padding.second));
+      }, py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("padding"),
+         "Packed activations [n, c, h, w] with border `padding`, every value +1 (all words zero): what "
+         "conv2d_packed_dual_into writes into.")
       .def_property_readonly("shape", [](const PackedActivations& a) { return std::vector<int64_t>{a.N, a.C, a.H, a.W}; })
       .def_property_readonly("padding", [](const PackedActivations& a) { return Pair{a.ph, a.pw}; })
       .def_property_readonly("nbytes", [](const PackedActivations& a) { return static_cast<int64_t>(a.data.size() * 8); })
@@ -353,6 +376,25 @@ PYBIND11_MODULE(_core, m) {
         "conv2d_packed's NHWC float output (channels_last_out=True, residual, shifts, slope and clamp as there) and, from "
         "the same pass, the PackedActivations pack_activations would make of it with padding out_padding (with "
         "`out_shift`, one per output channel: of the output + out_shift, as pack_activations' shift).");
+  m.def("conv2d_packed_dual_into", [](const PackedActivations& x, const PackedWeights& w, Pair stride, Pair dilation,
+                                      int pad_value, FloatArray out, PackedActivations& bits, int64_t out_channel_offset,
+                                      const std::optional<FloatArray>& scale, const std::optional<FloatArray>& bias,
+                                      const std::optional<FloatArray>& residual, std::optional<FloatArray> slope,
+                                      std::optional<FloatArray> shift_in, std::optional<FloatArray> shift_out,
+                                      const std::optional<FloatArray>& out_shift,
+                                      std::optional<std::pair<float, float>> clamp) {
+    conv_packed_dual_into(x, w, stride, dilation, pad_value, scale, bias, residual,
+                          {std::move(shift_in), std::move(slope), std::move(shift_out), clamp}, out_shift,
+                          std::move(out), bits, out_channel_offset);
+  }, py::arg("x"), py::arg("weights"), py::arg("stride"), py::arg("dilation"), py::arg("pad_value"),
+        py::arg("out").noconvert(), py::arg("bits"), py::arg("out_channel_offset"), py::arg("scale") = py::none(),
+        py::arg("bias") = py::none(), py::arg("residual") = py::none(), py::arg("slope") = py::none(),
+        py::arg("shift_in") = py::none(), py::arg("shift_out") = py::none(), py::arg("out_shift") = py::none(),
+        py::arg("clamp") = py::none(),
+        "conv2d_packed_dual into parts of a channel concat: the floats into channels [out_channel_offset, "
+        "out_channel_offset + O) of `out` (float32 C-contiguous NHWC [N, OH, OW, C]) and their sign bits (of the "
+        "output + out_shift, with out_shift) into the same channels of `bits` (PackedActivations.blank with C "
+        "channels). out_channel_offset is a multiple of 16, and O too unless these are the last channels.");
   m.def("conv2d_packed_sign", &conv_packed_sign, py::arg("x"), py::arg("weights"), py::arg("stride"),
         py::arg("dilation"), py::arg("pad_value"), py::arg("scale") = py::none(), py::arg("bias") = py::none(),
         py::arg("out_padding") = Pair{0, 0},

@@ -66,12 +66,8 @@ void run_conv(const PackedActivations& x, const PackedWeights& w, const ConvShap
 PackedActivations sign_output(const ConvShape& s, int64_t out_ph, int64_t out_pw) {
   require_geometry("output padding height", out_ph, 0);
   require_geometry("output padding width", out_pw, 0);
-  PackedActivations bits;
-  bits.N = s.N, bits.C = s.O, bits.H = s.OH(), bits.W = s.OW(), bits.ph = out_ph, bits.pw = out_pw;
-  bits.words = words_for(s.O);
-  check_buffer("packed output", {bits.N, bits.Hp(), bits.Wp(), bits.words}, sizeof(uint64_t));
-  bits.data = WordBuffer(static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words));
-  return bits;
+  check_buffer("packed output", {s.N, s.OH() + 2 * out_ph, s.OW() + 2 * out_pw, words_for(s.O)}, sizeof(uint64_t));
+  return blank_activations(s.N, s.O, s.OH(), s.OW(), out_ph, out_pw);
 }
 
 }  // namespace
@@ -104,6 +100,31 @@ void binary_conv2d_sign(const PackedActivations& x, const PackedWeights& w, cons
   job.t = t, job.out_bits = &bits;
   run_conv(x, w, s, job, pool);
   out = std::move(bits);
+}
+
+void binary_conv2d_dual_into(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                             const OutputTransform& t, float* out, int64_t out_pixel_stride, PackedActivations& bits,
+                             int64_t bits_channel, ThreadPool& pool) {
+  s.validate();
+  if (t.sign_bits) invalid("binary_conv2d_dual_into writes `bits` (sign_bits must be null)");
+  if (out_pixel_stride < s.O)
+    invalid("the output pixel stride (" + std::to_string(out_pixel_stride) + ") must be at least O (" +
+            std::to_string(s.O) + ")");
+  if (bits.N != s.N || bits.H != s.OH() || bits.W != s.OW())
+    invalid("the packed output does not have the convolution's batch and image size");
+  if (bits_channel < 0 || bits_channel % kOutBlock != 0 || bits_channel + s.O > bits.C)
+    invalid("the packed output's channel " + std::to_string(bits_channel) + " must be a multiple of " +
+            std::to_string(kOutBlock) + " with the " + std::to_string(s.O) + " output channels inside its " +
+            std::to_string(bits.C));
+  if (s.O % kOutBlock != 0 && bits_channel + s.O != bits.C)
+    invalid("output channels that are not a multiple of " + std::to_string(kOutBlock) +
+            " must be the packed output's last ones");
+  if (bits.data.size() != static_cast<size_t>(bits.N * bits.Hp() * bits.Wp() * bits.words))
+    invalid("the packed output's buffer does not match its shape");
+  ConvJob job;
+  job.t = t, job.t.sign_bits = &bits, job.out = out, job.channels_last_out = true, job.ld = out_pixel_stride;
+  job.bits_block0 = bits_channel / kOutBlock;
+  run_conv(x, w, s, job, pool);
 }
 
 void binary_conv2d_dual(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,

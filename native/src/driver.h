@@ -68,4 +68,14 @@ void binary_conv2d_dual(const PackedActivations& x, const PackedWeights& w, cons
                         const OutputTransform& t, float* out, int64_t out_ph, int64_t out_pw,
                         PackedActivations& bits, ThreadPool& pool);
 
+// binary_conv2d_dual into parts of wider tensors (a channel concat built in place, with its packed
+// bits): the floats into `out` with pixels out_pixel_stride (>= O) floats apart, as binary_conv2d's,
+// and the sign bits into channels [bits_channel, bits_channel + O) of `bits`, which the caller made
+// (blank_activations) with the output's N, OH and OW. bits_channel is a multiple of 16, and O too
+// unless these are bits' last channels (a block's 16 bits are written as one u16). A cancelled call
+// may leave `out` and `bits` partly written.
+void binary_conv2d_dual_into(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
+                             const OutputTransform& t, float* out, int64_t out_pixel_stride, PackedActivations& bits,
+                             int64_t bits_channel, ThreadPool& pool);
+
 }  // namespace bnn

@@ -22,6 +22,7 @@ struct ConvJob {
   // Binarised output (binary_conv2d_sign) instead of `out`: packed activations with their own
   // border (ph, pw); an output-channel block writes its 16 bits as one u16 of a pixel's words.
   PackedActivations* out_bits = nullptr;
+  int64_t bits_block0 = 0;  // a dual output's first 16-channel block in t.sign_bits (a concat built in place)
   int64_t OH, OW;
   const uint64_t* weights;      // w->blocked, or w->pair_blocked for a path with pair_weights
   const int64_t* word_offsets;  // [KH*KW*words] offset of each reduction word inside the padded input

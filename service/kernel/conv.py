@@ -439,10 +439,16 @@ class InferenceConv:
         out: torch.Tensor,
         channel_offset: int,
         residual: torch.Tensor | None = None,
+        bits: PackedActivations | None = None,
+        out_shift: torch.Tensor | None = None,
     ) -> None:
         """Writes ``self(x, residual)`` into channels ``[channel_offset, channel_offset + O)`` of
         ``out``, a float32 channels-last tensor [N, C, OH, OW] (the other channels untouched): the
-        parts of ``torch.cat(..., dim=1)`` written in place, with no copy."""
+        parts of ``torch.cat(..., dim=1)`` written in place, with no copy. With ``bits``
+        (``PackedActivations.blank`` of the same [N, C, OH, OW]), also their packed signs (of
+        ``y + out_shift`` with ``out_shift``) into the same channels of ``bits``, as :meth:`dual`
+        would pack them: then ``channel_offset`` is a multiple of 16, and O too unless these are
+        the last channels."""
         check_float_tensor(out, "out", 4)
         if out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
             raise ValueError("out must be a float32 channels-last tensor")
@@ -452,17 +458,16 @@ class InferenceConv:
         extra, _ = self._epilogue(residual)
         x = self._packed_input(x)
         ensure_configured()
-        _core.conv2d_packed(
-            x,
-            self.weights,
-            self.stride,
-            self.dilation,
-            self.pad_value,
-            channels_last_out=True,
-            out=out.detach().numpy().transpose(0, 2, 3, 1),
-            out_channel_offset=channel_offset,
-            **extra,
-        )
+        nhwc = out.detach().numpy().transpose(0, 2, 3, 1)
+        args = (x, self.weights, self.stride, self.dilation, self.pad_value)
+        if bits is None:
+            if out_shift is not None:
+                raise ValueError("out_shift shifts the packed output: give bits too")
+            _core.conv2d_packed(*args, channels_last_out=True, out=nhwc, out_channel_offset=channel_offset, **extra)
+            return
+        if out_shift is not None:
+            extra = {**extra, "out_shift": channel_vector(out_shift, o, "out_shift")}
+        _core.conv2d_packed_dual_into(*args, out=nhwc, bits=bits, out_channel_offset=channel_offset, **extra)
 
     def dual(
         self,

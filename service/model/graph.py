@@ -136,12 +136,25 @@ class _Part:
 @dataclass(frozen=True)
 class _ConcatEpilogue:
     """A channel concat of binary conv steps (then an activation, optional) as one step: each conv
-    writes its channels of the output from its epilogue. Where an input does not fit (a residual
-    of another shape or dtype, parts of different image sizes) it runs the separate ops."""
+    writes its channels of the output from its epilogue (with ``out_padding``, a dual output: each
+    also writes their packed signs, of y + ``out_shift``, into its channels of one packed tensor).
+    Where an input does not fit (a residual of another shape or dtype, parts of different image
+    sizes) it runs the separate ops."""
 
     parts: tuple[_Part, ...]
     cat: Fn  # the concat node's function
     act: Fn | None
+    out_padding: tuple[int, int] | None = None
+    out_shift: torch.Tensor | None = None
+
+    @property
+    def widths(self) -> list[int]:
+        return [part.fused.weights.out_channels for part in self.parts]
+
+    def packs_in_place(self) -> bool:
+        """Whether each part's bits start on a 16-channel block (the kernel writes a block's bits
+        as one unit), so a dual output can be written by the parts."""
+        return all(w % 16 == 0 for w in self.widths[:-1])
 
     def __call__(self, *args: Any) -> Any:
         split, at = [], 0
@@ -156,13 +169,18 @@ class _ConcatEpilogue:
         )
         if not fits:
             y = self.cat(*(part.step(*a) for part, a in zip(self.parts, split)))
-            return y if self.act is None else self.act(y)
-        out = torch.empty((n, sum(s[1] for s in shapes), oh, ow), memory_format=torch.channels_last)
+            if self.act is not None:
+                y = self.act(y)
+            return y if self.out_padding is None else (y, pack_activations(y, self.out_padding, self.out_shift))
+        total = sum(s[1] for s in shapes)
+        out = torch.empty((n, total, oh, ow), memory_format=torch.channels_last)
+        bits = None if self.out_padding is None else PackedActivations.blank(n, total, oh, ow, self.out_padding)
         offset = 0
         for part, a, s in zip(self.parts, split, shapes):
-            part.fused.write_into(a[0], out, offset, *a[1:])
+            shift = None if self.out_shift is None else self.out_shift[offset : offset + s[1]]
+            part.fused.write_into(a[0], out, offset, a[1] if len(a) > 1 else None, bits, shift)
             offset += s[1]
-        return out
+        return out if bits is None else (out, bits)
 
 
 class _Readers:
@@ -358,6 +376,9 @@ def _fuse_relu_prologues(
 
 
 def _is_conv_step(plan: _Plan | None) -> bool:
+    """A step whose epilogue can write a dual output (_fuse_packed_outputs)."""
+    if plan is not None and isinstance(plan.fn, _ConcatEpilogue):
+        return plan.fn.packs_in_place()
     return plan is not None and isinstance(plan.fn, (InferenceConv, _ConvEpilogue))
 
 
@@ -401,7 +422,9 @@ def _fuse_packed_outputs(
     owner = {node: key for key, plan in plans.items() for node in plan.nodes}  # node -> its step's plan
     for name, plan in plans.items():
         fn = plan.fn
-        if not isinstance(fn, (InferenceConv, _ConvEpilogue)):
+        if not isinstance(fn, (InferenceConv, _ConvEpilogue, _ConcatEpilogue)):
+            continue
+        if isinstance(fn, _ConcatEpilogue) and not fn.packs_in_place():
             continue
         direct: list[str] = []
         signs: list[str] = []

@@ -99,6 +99,42 @@ def test_write_into_fills_its_channels_only(n, o, before, after, residual, packe
             assert (out[:, :before] == 7.5).all() and (out[:, before + o :] == 7.5).all(), isa
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 2),
+    widths=st.sampled_from([(16, 16), (16, 5), (32, 16, 3), (64, 1), (48, 80)]),
+    out_padding=st.integers(0, 1),
+    shifted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_write_into_with_bits_builds_a_concat_and_its_packing(n, widths, out_padding, shifted, seed):
+    """Parts write their floats and their packed signs into one concat: the same floats and bits
+    as torch.cat of the parts, then pack_activations(·, out_padding, shift)."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(widths)
+    convs = [
+        InferenceConv(pack_weights(torch.randn(o, 24, 3, 3, generator=g)), 2, 1, bias=torch.randn(o, generator=g))
+        for o in widths
+    ]
+    convs = [c.with_rprelu(*(torch.randn(o, generator=g) for _ in range(3))) for c, o in zip(convs, widths)]
+    x = torch.randn(n, 24, 9, 8, generator=g)
+    shift = torch.randn(total, generator=g) if shifted else None
+    want = torch.cat([c(x) for c in convs], dim=1)
+    want_bits = pack_activations(want, out_padding, shift).words()
+    from service.kernel import PackedActivations
+
+    for isa in available_isas():
+        with use_isa(isa):
+            out = torch.empty((n, total, 5, 4), memory_format=torch.channels_last)
+            bits = PackedActivations.blank(n, total, 5, 4, (out_padding, out_padding))
+            at = 0
+            for c, o in zip(convs, widths):
+                c.write_into(x, out, at, None, bits, None if shift is None else shift[at : at + o])
+                at += o
+            assert same_bits(out, want), isa
+            assert (bits.words() == want_bits).all(), isa
+
+
 def test_clamp_and_write_into_check_their_arguments():
     conv = InferenceConv(pack_weights(torch.randn(4, 8, 3, 3)), padding=1)
     x = torch.randn(1, 8, 5, 5)
@@ -121,3 +157,20 @@ def test_clamp_and_write_into_check_their_arguments():
         conv.write_into(x, torch.zeros(1, 8, 5, 5).contiguous(memory_format=cl), -1)
     with pytest.raises(ValueError, match="channels-last"):  # a view that is not one block of memory
         conv.write_into(x, torch.zeros(1, 16, 5, 5).contiguous(memory_format=cl)[:, :8], 0)
+    from service.kernel import PackedActivations
+
+    out = torch.zeros(1, 20, 5, 5).contiguous(memory_format=cl)
+    with pytest.raises(ValueError, match="give bits too"):
+        conv.write_into(x, out, 0, out_shift=torch.zeros(4))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        conv.write_into(x, out, 8, bits=PackedActivations.blank(1, 20, 5, 5, (0, 0)))
+    with pytest.raises(ValueError, match="must be the packed output's last ones"):
+        conv.write_into(x, out, 0, bits=PackedActivations.blank(1, 20, 5, 5, (0, 0)))
+    with pytest.raises(ValueError, match="bits must have out's 20 channels"):
+        conv.write_into(x, out, 16, bits=PackedActivations.blank(1, 24, 5, 5, (0, 0)))
+    with pytest.raises(ValueError, match="batch and image size"):
+        conv.write_into(x, out, 16, bits=PackedActivations.blank(1, 20, 5, 4, (0, 0)))
+    with pytest.raises(ValueError, match="out_shift must be a 1-D tensor of 4 values"):
+        conv.write_into(x, out, 16, bits=PackedActivations.blank(1, 20, 5, 5, (0, 0)), out_shift=torch.zeros(20))
+    with pytest.raises(ValueError, match="channels must be"):
+        PackedActivations.blank(1, 0, 5, 5, (0, 0))

@@ -144,14 +144,16 @@ class Clamps(nn.Module):
 
 class Doubled(nn.Module):
     """ReActNet-A's doubling block's second half: cat(bn(conv a) + x, bn(conv b) + x) -> an
-    activation over the concat (RPReLU, a single-slope PReLU, per-channel PReLU); then a concat with
-    no activation after it, and a concat of a binary and a float conv (not written in place)."""
+    activation over the concat (RPReLU, a single-slope PReLU, per-channel PReLU), read through an
+    RSign by two binary convs and by a float conv; then a concat with no activation after it, and a
+    concat of a binary and a float conv (not written in place). With halves of 16 channels the
+    first concat also writes the RSign's packed bits (a dual output); with 20 it cannot (a
+    16-channel block would straddle the halves)."""
 
-    def __init__(self, act: str) -> None:
+    def __init__(self, act: str, c: int = 20) -> None:
         super().__init__()
         from service.model.layers import RPReLU, RSign
 
-        c = 20
         self.stem = nn.Conv2d(3, c, 1)
         self.rsign = RSign(c)
         self.a = BinaryConv2d(c, c, 1, scale=True)
@@ -159,18 +161,21 @@ class Doubled(nn.Module):
         self.b = BinaryConv2d(c, c, 1, scale=True)
         self.bn_b = nn.BatchNorm2d(c)
         self.act = {"rprelu": lambda: RPReLU(2 * c), "prelu1": nn.PReLU, "prelu": lambda: nn.PReLU(2 * c)}[act]()
+        self.rsign2 = RSign(2 * c)
         self.c = BinaryConv2d(2 * c, 8, 3, padding=1)
         self.d = BinaryConv2d(2 * c, 8, 3, stride=1, padding=1, bias=True)
         self.e = BinaryConv2d(16, 8, 1)
         self.f = nn.Conv2d(16, 8, 1)
+        self.g = nn.Conv2d(2 * c, 16, 1)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
 
     def forward(self, x):
         x = self.stem(x)
         s = self.rsign(x)
         y = self.act(torch.cat([self.bn_a(self.a(s)) + x, self.bn_b(self.b(s)) + x], dim=1))
-        z = torch.cat([self.c(y), self.d(y)], dim=1)
-        return self.head(torch.cat([self.e(z), self.f(z)], dim=1))
+        t = self.rsign2(y)
+        z = torch.cat([self.c(t), self.d(t)], dim=1)
+        return self.head(torch.cat([self.e(z), self.f(z)], dim=1) + self.g(y))
 
 
 def shipped_like() -> nn.Module:
@@ -211,14 +216,16 @@ MODELS = {
     **{
         f"doubled_{act}": (
             lambda act=act: Doubled(act),
-            {
-                "act": ["a", "add", "b", "add_1", "cat", "act"],
-                "cat_1": ["c", "d", "cat_1"],
-            },
+            {"act": ["a", "add", "b", "add_1", "cat", "act"], "cat_1": ["c", "d", "cat_1"]},
             (),
         )
         for act in ("rprelu", "prelu1", "prelu")
     },
+    "doubled_dual": (
+        lambda: Doubled("rprelu", 16),
+        {"act": ["a", "add", "b", "add_1", "cat", "act"], "cat_1": ["c", "d", "cat_1"]},
+        ("act",),
+    ),
     "two_convs": (TwoConvSum, {"act": ["a", "add", "act"]}, ()),
 }
 
@@ -253,3 +260,13 @@ def test_fusions_are_exact(name, tmp_path):
             got, reference = loaded.predict(x), unfused.run(x)
         assert torch.equal(got, reference), isa
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)  # float convs: torch's NCHW order differs
+
+
+def test_a_concat_writes_its_readers_bits_only_on_whole_blocks(tmp_path):
+    """The RSign after a concat of 16-channel halves is the concat's dual output; after halves of
+    20 channels the RSign packs its readers' input in a step of its own."""
+    _, dual, _, _, _ = _load("doubled_dual", tmp_path)
+    _, plain, _, _, _ = _load("doubled_rprelu", tmp_path)
+    assert dual.executor.sign_shifts["rsign2"] == "dual output of act"
+    assert plain.executor.sign_shifts["rsign2"] == "packing step"
+    assert plain.executor.dual_outputs == ()
