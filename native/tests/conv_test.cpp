@@ -20,32 +20,24 @@
 #include <vector>
 
 #include "bnn.h"
+#include "conv_grid.h"
 #include "reference.h"
 #include "thread_pool.h"
 
-namespace bnn {
-// How gtest prints an instruction set (found by argument-dependent lookup, so in bnn).
-void PrintTo(Isa isa, std::ostream* os) { *os << isa_name(isa); }
-}  // namespace bnn
-
 namespace {
 
-using bnn::ConvShape;
-using bnn::Isa;
+using namespace bnn_test;  // NOLINT: the shared grid axes and helpers (conv_grid.h)
+using bnn_test::label;     // beside this file's own overloads
 using ::testing::Combine;
 using ::testing::Values;
 using ::testing::ValuesIn;
 
-// ---- parameters: one small type per axis, each with a label for the test names ----------------
+// ---- parameters: one small type per axis, each with a label for the test names (the geometry
+// axes: conv_grid.h) ------------------------------------------------------------------------------
 
-struct Kernel { int64_t h, w; };
-struct Stride { int64_t h, w; };
-struct Padding { int64_t h, w; };
-struct Dilation { int64_t h, w; };
 struct Input { int64_t h, w; };
 struct InChannels { int64_t n; };
 struct OutChannels { int64_t n; };
-struct PadValue { int v; };
 struct Threads { int n; };
 struct Seed { int v; };
 enum class In { nchw, nhwc };
@@ -55,16 +47,9 @@ struct Out {
 };
 enum class Epilogue { plain, scale, bias, scale_bias };
 
-std::string hw(const char* what, int64_t h, int64_t w) { return what + std::to_string(h) + "x" + std::to_string(w); }
-std::string label(Isa isa) { return bnn::isa_name(isa); }
-std::string label(const Kernel& k) { return hw("k", k.h, k.w); }
-std::string label(const Stride& s) { return hw("s", s.h, s.w); }
-std::string label(const Padding& p) { return hw("p", p.h, p.w); }
-std::string label(const Dilation& d) { return hw("d", d.h, d.w); }
 std::string label(const Input& i) { return hw("in", i.h, i.w); }
 std::string label(const InChannels& c) { return "C" + std::to_string(c.n); }
 std::string label(const OutChannels& o) { return "O" + std::to_string(o.n); }
-std::string label(const PadValue& p) { return p.v < 0 ? "pvm1" : "pv" + std::to_string(p.v); }
 std::string label(const Threads& t) { return "t" + std::to_string(t.n); }
 std::string label(const Seed& s) { return "case" + std::to_string(s.v); }
 std::string label(In in) { return in == In::nhwc ? "nhwc_in" : "nchw_in"; }
@@ -77,78 +62,18 @@ std::string label(Epilogue e) {
 }
 
 // How gtest prints a parameter (a failure's "where GetParam() = ...").
-void PrintTo(const Kernel& v, std::ostream* os) { *os << label(v); }
-void PrintTo(const Stride& v, std::ostream* os) { *os << label(v); }
-void PrintTo(const Padding& v, std::ostream* os) { *os << label(v); }
-void PrintTo(const Dilation& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const Input& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const InChannels& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const OutChannels& v, std::ostream* os) { *os << label(v); }
-void PrintTo(const PadValue& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const Threads& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const Seed& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const In& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const Out& v, std::ostream* os) { *os << label(v); }
 void PrintTo(const Epilogue& v, std::ostream* os) { *os << label(v); }
 
-// Names a test after its parameters: avx2_k3x3_s2x1_...
-struct ParamName {
-  template <class Tuple>
-  std::string operator()(const ::testing::TestParamInfo<Tuple>& info) const {
-    return std::apply([](const auto&... v) {
-      std::string name;
-      ((name += (name.empty() ? "" : "_") + label(v)), ...);
-      return name;
-    }, info.param);
-  }
-};
-
-// The paths of this build's architecture (the x86 ones are skipped on a CPU without them).
-constexpr Isa kIsas[] = {Isa::portable,
-#if BNN_HAVE_X86
-                         Isa::avx2, Isa::avx512,
-#endif
-#if BNN_HAVE_NEON
-                         Isa::neon,
-#endif
-};
 const In kInputs[] = {In::nchw, In::nhwc};
-const PadValue kPadValues[] = {{-1}, {0}, {1}};
-
-// A suite whose first parameter is the instruction set: skipped where it cannot run, else run on
-// it (the active path is global, so each test sets it).
-template <class Param>
-class IsaTest : public ::testing::TestWithParam<Param> {
- protected:
-  void SetUp() override {
-    const Isa isa = std::get<0>(this->GetParam());
-    if (!bnn::isa_supported(isa)) GTEST_SKIP() << bnn::isa_name(isa) << " is not supported by this CPU/build";
-    bnn::set_active_isa(isa);
-  }
-};
 
 // ---- one convolution, every path checked against the reference --------------------------------
-
-struct Case {
-  ConvShape s;
-  uint64_t seed;                         // the values are a function of (s, seed)
-  std::vector<float> x, w, scale, bias;  // x NCHW, w [O][C][KH][KW]
-};
-
-Case make_case(const ConvShape& s, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  Case c{s, seed, std::vector<float>(static_cast<size_t>(s.N * s.C * s.H * s.W)),
-         std::vector<float>(static_cast<size_t>(s.O * s.C * s.KH * s.KW)), std::vector<float>(static_cast<size_t>(s.O)),
-         std::vector<float>(static_cast<size_t>(s.O))};
-  for (auto& v : c.x) v = normal(rng);
-  for (auto& v : c.w) v = normal(rng);
-  for (auto& v : c.scale) v = normal(rng);
-  for (auto& v : c.bias) v = 4.0f * normal(rng);  // moves the sign threshold by a few counts
-  // The values whose sign is easy to get wrong: NaN is -1, -0.0 is +1.
-  c.x[0] = NAN, c.x.back() = -0.0f, c.w[0] = -0.0f;
-  return c;
-}
 
 bnn::OutputTransform transform(const Case& c, Epilogue e) {
   bnn::OutputTransform t;
@@ -229,14 +154,6 @@ void expect_refused(const Case& c, bnn::ThreadPool& pool) {
   std::vector<float> y(16);
   EXPECT_THROW(bnn::binary_conv2d(packed, weights, s, {}, y.data(), pool), std::invalid_argument);
   EXPECT_THROW(bnn::binary_conv2d_sign(packed, weights, s, {}, 0, 0, bits, pool), std::invalid_argument);
-}
-
-ConvShape shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, Kernel k, Stride st, Padding p, Dilation d,
-                PadValue pv) {
-  ConvShape s;
-  s.N = N, s.C = C, s.H = H, s.W = W, s.O = O, s.KH = k.h, s.KW = k.w;
-  s.sh = st.h, s.sw = st.w, s.ph = p.h, s.pw = p.w, s.dh = d.h, s.dw = d.w, s.pad_value = pv.v;
-  return s;
 }
 
 // ---- geometry: kernel x stride x padding x dilation x pad value --------------------------------
