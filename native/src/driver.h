@@ -18,8 +18,8 @@ namespace bnn {
 // y + sign_shift[o]: the next layer's RSign) as a second output. Every pointer may be null (the
 // step is skipped).
 struct OutputTransform {
-  const float* scale = nullptr;      // 1
-  const float* bias = nullptr;       // 0
+  const float* scale = nullptr;      // none: * 1
+  const float* bias = nullptr;       // none: no add (so a -0.0 product stays -0.0, as torch's y * scale)
   const float* residual = nullptr;   // float32 NHWC [N][OH][OW][O]
   const float* slope = nullptr;      // [O]
   const float* shift_in = nullptr;   // [O]

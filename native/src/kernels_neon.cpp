@@ -188,7 +188,8 @@ void micro_tile(const uint64_t* in, int64_t pix_stride, const int64_t* offs, int
 }
 
 // float(v) * scale + bias for four channels, as the reference computes it (a multiply, then an add:
-// the core is built with -ffp-contract=off, so no fused multiply-add).
+// the core is built with -ffp-contract=off, so no fused multiply-add). No bias adds -0.0, the
+// identity of float addition (a -0.0 product stays -0.0, as with the x86 paths' skipped add).
 inline float32x4_t transform4(int32x4_t v, float32x4_t sc, float32x4_t bi) {
   return vaddq_f32(vmulq_f32(vcvtq_f32_s32(v), sc), bi);
 }
@@ -210,7 +211,7 @@ inline void store_block(const int32_t* val, int np, int nO, const float* scale, 
   const int full_px = np & ~3, full_ch = nO & ~3;
   for (int j = 0; j < full_ch; j += 4) {
     float sc[4], bi[4];
-    for (int c = 0; c < 4; ++c) sc[c] = scale ? scale[j + c] : 1.0f, bi[c] = bias ? bias[j + c] : 0.0f;
+    for (int c = 0; c < 4; ++c) sc[c] = scale ? scale[j + c] : 1.0f, bi[c] = bias ? bias[j + c] : -0.0f;
     for (int p = 0; p < full_px; p += 4) {
       const int32_t* v = val + p * 16 + j;
       const int32x4_t r0 = vld1q_s32(v), r1 = vld1q_s32(v + 16), r2 = vld1q_s32(v + 32), r3 = vld1q_s32(v + 48);
@@ -238,7 +239,7 @@ inline void store_block_nhwc(const int32_t* val, int np, int nO, const float* sc
   for (int j = 0; j < nO; j += 4) {
     const int n = std::min(4, nO - j);
     const float32x4_t sc = load_or(scale ? scale + j : nullptr, n, 1.0f);
-    const float32x4_t bi = load_or(bias ? bias + j : nullptr, n, 0.0f);
+    const float32x4_t bi = load_or(bias ? bias + j : nullptr, n, -0.0f);
     for (int p = 0; p < np; ++p) {
       const float32x4_t f = transform4(vld1q_s32(val + p * 16 + j), sc, bi);
       float* d = dst + p * pixel_stride + j;
@@ -264,7 +265,7 @@ inline void store_block_sign(const int32_t* val, int np, int nO, const float* sc
   for (int q = 0; q < 4; ++q) {
     const int n = std::max(0, std::min(4, nO - 4 * q));
     sc[q] = load_or(scale && n ? scale + 4 * q : nullptr, n, 1.0f);
-    bi[q] = load_or(bias && n ? bias + 4 * q : nullptr, n, 0.0f);
+    bi[q] = load_or(bias && n ? bias + 4 * q : nullptr, n, -0.0f);
     // Lanes past nO weigh 0, so they never set a bit.
     const uint32x4_t keep = vcltq_u32(uint32x4_t{0, 1, 2, 3}, vdupq_n_u32(static_cast<uint32_t>(n)));
     weight[q] = vandq_u32(lane_bits, keep);

@@ -26,7 +26,7 @@ std::vector<float> conv2d(const float* x, const float* w, const ConvShape& s, co
                 acc += xv * sgn(w[((o * s.C + c) * s.KH + kh) * s.KW + kw]);
               }
           out[((n * s.O + o) * OH + oh) * OW + ow] =
-              static_cast<float>(acc) * (t.scale ? t.scale[o] : 1.0f) + (t.bias ? t.bias[o] : 0.0f);
+              static_cast<float>(acc) * (t.scale ? t.scale[o] : 1.0f) + (t.bias ? t.bias[o] : -0.0f);  // -0.0: x + -0.0 == x
         }
   return out;
 }

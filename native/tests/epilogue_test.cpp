@@ -163,7 +163,7 @@ Values make_values(int64_t O, uint64_t seed) {
 // float and never fused with the next operation (whatever the compiler's -ffp-contract).
 float affine(float acc, float scale, float bias, const Fields& f) {
   volatile float y = acc * (f.scale ? scale : 1.0f);
-  y = y + (f.bias ? bias : 0.0f);  // as bnn::reference::conv2d: no bias adds +0.0
+  y = y + (f.bias ? bias : -0.0f);  // no bias adds -0.0, the identity: a -0.0 product stays -0.0
   return y;
 }
 
@@ -441,10 +441,8 @@ TEST_P(EpilogueTest, MatchesTheScalarReferenceBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Grid, EpilogueTest, ValuesIn(grid()), ParamName());
 
 // A scale without a bias, where a count of 0 times a negative scale (or a negative count times a
-// zero scale) is -0.0: the reference (and the portable and NEON paths) add a bias of +0.0, making
-// it +0.0, while the AVX2 and AVX-512 paths skip the add and keep -0.0. Disabled until the contract
-// settles which (--gtest_also_run_disabled_tests runs it).
-INSTANTIATE_TEST_SUITE_P(DISABLED_ScaleWithoutBias, EpilogueTest, ValuesIn(grid({kScaleWithoutBias})), ParamName());
+// zero scale) is -0.0, and stays -0.0 on every path, as torch's `y * scale` keeps it.
+INSTANTIATE_TEST_SUITE_P(ScaleWithoutBias, EpilogueTest, ValuesIn(grid({kScaleWithoutBias})), ParamName());
 
 // ---- refusals: what each entry point does not take --------------------------------------------
 

@@ -174,3 +174,24 @@ def test_clamp_and_write_into_check_their_arguments():
         conv.write_into(x, out, 16, bits=PackedActivations.blank(1, 20, 5, 5, (0, 0)), out_shift=torch.zeros(20))
     with pytest.raises(ValueError, match="channels must be"):
         PackedActivations.blank(1, 0, 5, 5, (0, 0))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_scale_without_bias_keeps_the_sign_of_zero(channels_last):
+    """count * scale with no bias is torch's ``y * scale``: a count of 0 times a negative scale is
+    -0.0 on every path (no +0.0 bias added)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(18, 2, 1, 1, generator=g)
+    x = torch.randn(2, 2, 5, 7, generator=g)
+    x[:, 1] = -x[:, 0]  # with w's two signs equal, the count is 0
+    scale = torch.linspace(-1.0, 1.0, 18)
+    scale[3], scale[4] = -0.0, 0.0
+    want = F.conv2d(torch.sign(x), torch.sign(w)) * scale.view(1, -1, 1, 1)
+    assert (want.view(torch.int32) == torch.tensor(-0.0).view(torch.int32)).any()  # the case is there
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    conv = InferenceConv(pack_weights(w), scale=scale)
+    for isa in available_isas():
+        with use_isa(isa):
+            assert same_bits(conv(x), want), isa
+            assert same_bits(conv(x, torch.zeros_like(want).contiguous(memory_format=torch.channels_last)), want + 0.0)
