@@ -70,6 +70,12 @@ PackedActivations sign_output(const ConvShape& s, int64_t out_ph, int64_t out_pw
   return blank_activations(s.N, s.O, s.OH(), s.OW(), out_ph, out_pw);
 }
 
+// NHWC floats written `stride` floats per pixel: at least the conv's O channels.
+void require_pixel_stride(const ConvShape& s, int64_t stride) {
+  if (stride < s.O)
+    invalid("the output pixel stride (" + std::to_string(stride) + ") must be at least O (" + std::to_string(s.O) + ")");
+}
+
 }  // namespace
 
 void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const ConvShape& s,
@@ -80,9 +86,7 @@ void binary_conv2d(const PackedActivations& x, const PackedWeights& w, const Con
   if (t.has_float_post_ops() && !channels_last_out)
     invalid("a fused residual sum, activation or shift needs channels-last output");
   if (out_pixel_stride != 0 && !channels_last_out) invalid("an output pixel stride needs channels-last output");
-  if (out_pixel_stride != 0 && out_pixel_stride < s.O)
-    invalid("the output pixel stride (" + std::to_string(out_pixel_stride) + ") must be at least O (" +
-            std::to_string(s.O) + ")");
+  if (out_pixel_stride != 0) require_pixel_stride(s, out_pixel_stride);
   ConvJob job;
   job.t = t, job.out = out, job.channels_last_out = channels_last_out;
   job.ld = out_pixel_stride != 0 ? out_pixel_stride : s.O;
@@ -107,9 +111,7 @@ void binary_conv2d_dual_into(const PackedActivations& x, const PackedWeights& w,
                              int64_t bits_channel, ThreadPool& pool) {
   s.validate();
   if (t.sign_bits) invalid("binary_conv2d_dual_into writes `bits` (sign_bits must be null)");
-  if (out_pixel_stride < s.O)
-    invalid("the output pixel stride (" + std::to_string(out_pixel_stride) + ") must be at least O (" +
-            std::to_string(s.O) + ")");
+  require_pixel_stride(s, out_pixel_stride);
   if (bits.N != s.N || bits.H != s.OH() || bits.W != s.OW())
     invalid("the packed output does not have the convolution's batch and image size");
   if (bits_channel < 0 || bits_channel % kOutBlock != 0 || bits_channel + s.O > bits.C)

@@ -449,8 +449,8 @@ class InferenceConv:
         ``y + out_shift`` with ``out_shift``) into the same channels of ``bits``, as :meth:`dual`
         would pack them: then ``channel_offset`` is a multiple of 16, and O too unless these are
         the last channels."""
-        check_float_tensor(out, "out", 4)
-        if out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
+        nhwc = nhwc_array(out, "out")
+        if not out.is_contiguous(memory_format=torch.channels_last):  # else nhwc would be a view the core refuses
             raise ValueError("out must be a float32 channels-last tensor")
         n, o, oh, ow = self.output_shape(x)
         if (out.shape[0], out.shape[2], out.shape[3]) != (n, oh, ow):
@@ -458,7 +458,6 @@ class InferenceConv:
         extra, _ = self._epilogue(residual)
         x = self._packed_input(x)
         ensure_configured()
-        nhwc = out.detach().numpy().transpose(0, 2, 3, 1)
         args = (x, self.weights, self.stride, self.dilation, self.pad_value)
         if bits is None:
             if out_shift is not None:

@@ -130,7 +130,11 @@ class _Part:
 
     fused: InferenceConv
     step: InferenceConv | _ConvEpilogue  # the step as it was, with no activation
-    inputs: int  # 1 (x) or 2 (x, residual)
+
+    @property
+    def inputs(self) -> int:
+        """1 (x), or 2 (x, residual) for a residual sum."""
+        return 2 if isinstance(self.step, _ConvEpilogue) else 1
 
 
 @dataclass(frozen=True)
@@ -303,14 +307,12 @@ def _fuse_epilogues(nodes: list[Node], built: dict[str, Built], readers: _Reader
 def _fuse_concats(nodes: list[Node], built: dict[str, Built], readers: _Readers, plans: dict[str, _Plan]) -> None:
     """Channel concats of binary conv steps (each read only by the concat, with no activation of its
     own), and the activation after the concat, become one step that writes the concat in place."""
-    owner = {member: key for key, plan in plans.items() for member in plan.nodes}
     for node in nodes:
         epilogue = built[node.name].epilogue
         if epilogue is None or epilogue.kind != "concat" or plans.get(node.name) is None:
             continue
-        keys = [owner.get(ref) for ref in node.inputs]
-        if len(set(node.inputs)) != len(node.inputs) or any(key != ref for key, ref in zip(keys, node.inputs)):
-            continue  # an input twice, the graph input, or an input some step computes midway
+        # each input a step's output (not the graph input, nor a node some step computes midway),
+        # read by this concat alone
         found = [plans.get(ref) for ref in node.inputs]
         steps = [step for step in found if step is not None and _plain_conv_step(step)]
         if len(steps) != len(found) or any(readers.only(ref) is not node for ref in node.inputs):
@@ -327,10 +329,7 @@ def _fuse_concats(nodes: list[Node], built: dict[str, Built], readers: _Readers,
             made = [_activation_epilogue(conv, cut) for conv, cut in zip(convs, cuts)]
             if all(m is not None for m in made):
                 shares = made  # type: ignore[assignment]
-        parts = tuple(
-            _Part(fused, step.fn, len(step.inputs))  # type: ignore[arg-type]
-            for fused, step in zip(shares or convs, steps)
-        )
+        parts = tuple(_Part(fused, step.fn) for fused, step in zip(shares or convs, steps))  # type: ignore[arg-type]
         members = [*(m for step in steps for m in step.nodes), node.name, *([act.name] if shares and act else [])]
         inputs = [ref for step in steps for ref in step.inputs]
         x_slots = tuple(sum(len(step.inputs) for step in steps[:i]) for i in range(len(steps)))
@@ -422,9 +421,7 @@ def _fuse_packed_outputs(
     owner = {node: key for key, plan in plans.items() for node in plan.nodes}  # node -> its step's plan
     for name, plan in plans.items():
         fn = plan.fn
-        if not isinstance(fn, (InferenceConv, _ConvEpilogue, _ConcatEpilogue)):
-            continue
-        if isinstance(fn, _ConcatEpilogue) and not fn.packs_in_place():
+        if not _is_conv_step(plan):
             continue
         direct: list[str] = []
         signs: list[str] = []
@@ -445,6 +442,7 @@ def _fuse_packed_outputs(
             if isinstance(fn, InferenceConv):
                 plan.fn = lambda x, conv=fn, p=out_padding, t=out_shift: conv.dual(x, p, out_shift=t)
             else:
+                assert isinstance(fn, (_ConvEpilogue, _ConcatEpilogue))  # _is_conv_step
                 plan.fn = replace(fn, out_padding=out_padding, out_shift=out_shift)
             plan.dual = True
             dual.append(name)
